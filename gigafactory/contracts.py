@@ -1,0 +1,302 @@
+"""Temporal contracts: stable names, task queues, ids and the one typed input/output of every
+workflow, activity, signal, update and query.
+
+Imported by workflows (inside the sandbox), activities, the API and the CLI, so it holds no
+I/O. Adding a field with a default is always safe for running histories; renaming is not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from gigafactory.models import CamelModel, JobSpec, Priority, RunOutcome, Stage, WaitReason
+
+# --- names -------------------------------------------------------------------------------
+JOB_WORKFLOW = "JobWorkflow"
+LOCK_WORKFLOW = "LockWorkflow"
+PRODUCT_CONTROLLER_WORKFLOW = "ProductControllerWorkflow"
+
+CONTROL_TASK_QUEUE = "fleet-control"
+
+# Activities on the control-plane worker (they hold the store and the Temporal client).
+ROUTE_JOB = "fleet.route_job"
+RELEASE_SLOT = "fleet.release_slot"
+RECORD_TRANSITION = "fleet.record_transition"
+BEGIN_ATTEMPT = "fleet.begin_attempt"
+FINISH_RUN = "fleet.finish_run"
+REQUEST_LOCK = "fleet.request_lock"
+WORKFLOW_IS_OPEN = "fleet.workflow_is_open"
+# The activity every factory runs, on its own task queue.
+RUN_AGENT = "factory.run_agent"
+
+# Signals, queries.
+SIGNAL_SHIP = "ship"
+SIGNAL_WAKE = "wake"
+SIGNAL_LOCK_GRANTED = "lock_granted"
+SIGNAL_LOCK_ACQUIRE = "acquire"
+SIGNAL_LOCK_RELEASE = "release"
+QUERY_STATUS = "status"
+QUERY_LOCK_STATE = "lock_state"
+
+# Search attributes (Keyword) registered on the Temporal namespace.
+SEARCH_ATTRIBUTES: tuple[str, ...] = (
+    "FleetProductId",
+    "FleetStage",
+    "FleetPriority",
+    "FleetFactoryId",
+    "FleetEngine",
+)
+
+
+def factory_task_queue(factory_id: str) -> str:
+    """The task queue one factory's worker polls."""
+    return f"factory-{factory_id}"
+
+
+def job_workflow_id(product_id: str, job_id: str) -> str:
+    """The deterministic workflow id of a job (children derive theirs from the parent's id)."""
+    return f"job-{product_id}-{job_id}"
+
+
+def lock_workflow_id(lock: str) -> str:
+    """The workflow that owns one named lock."""
+    return f"lock-{lock}"
+
+
+def product_workflow_id(product_id: str) -> str:
+    """The controller workflow of one product."""
+    return f"product-{product_id}"
+
+
+# --- JobWorkflow ---------------------------------------------------------------------------
+class JobWorkflowInput(CamelModel):
+    """Start input of a JobWorkflow."""
+
+    job_id: str
+    product_id: str
+    spec: JobSpec
+    parent_workflow_id: str | None = None
+    # Carried across continue-as-new / restarts so epochs keep growing.
+    lease_epoch: int = 0
+    checkpoint: dict[str, Any] | None = None
+
+
+class JobWorkflowResult(CamelModel):
+    """How a job ended."""
+
+    job_id: str
+    product_id: str
+    stage: Stage
+    reason: str | None = None
+    lease_epoch: int = 0
+    factory_id: str | None = None
+    exit_code: int | None = None
+    cost_usd: float = 0.0
+
+
+class JobStatus(CamelModel):
+    """What the `status` query returns: the workflow's own view of the job."""
+
+    job_id: str
+    stage: Stage
+    wait_reason: WaitReason | None = None
+    reason: str | None = None
+    lease_epoch: int = 0
+    factory_id: str | None = None
+
+
+class ShipRequest(CamelModel):
+    """Signal: an operator ships a succeeded job."""
+
+    actor: str
+    note: str | None = None
+
+
+class WakeSignal(CamelModel):
+    """Signal: something the job waits for may have changed (capacity freed, factory enrolled)."""
+
+    reason: str
+
+
+# --- locks ------------------------------------------------------------------------------------
+class LockRequest(CamelModel):
+    """Signal to a LockWorkflow: `holder` wants the lock."""
+
+    holder_workflow_id: str
+    priority: Priority = Priority.NORMAL
+
+
+class LockRelease(CamelModel):
+    """Signal to a LockWorkflow: `holder` gives the lock back (or leaves the queue)."""
+
+    holder_workflow_id: str
+
+
+class LockGranted(CamelModel):
+    """Signal from a LockWorkflow to the holder it granted the lock to."""
+
+    lock: str
+
+
+class LockState(CamelModel):
+    """Query result of a LockWorkflow."""
+
+    lock: str
+    holder: str | None = None
+    waiting: list[str] = Field(default_factory=list)
+
+
+class LockWorkflowInput(CamelModel):
+    """Start input of a LockWorkflow (also carried across continue-as-new)."""
+
+    lock: str
+    holder: str | None = None
+    waiting: list[LockRequest] = Field(default_factory=list)
+
+
+class RequestLockInput(CamelModel):
+    """Activity input: signal-with-start the lock's workflow on behalf of a job."""
+
+    lock: str
+    request: LockRequest
+
+
+class WorkflowIsOpenInput(CamelModel):
+    """Activity input: is this workflow still running?"""
+
+    workflow_id: str
+
+
+# --- control activities ---------------------------------------------------------------------
+class TransitionInput(CamelModel):
+    """Activity input: move a job's projection to a stage and append the event."""
+
+    job_id: str
+    product_id: str
+    event_id: str
+    at: datetime
+    stage: Stage
+    wait_reason: WaitReason | None = None
+    reason: str | None = None
+    actor: str = "workflow"
+    epoch: int | None = None
+    factory_id: str | None = None
+    cost_usd: float | None = None
+    exit_code: int | None = None
+    kind: str = "stage"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteInput(CamelModel):
+    """Activity input: choose a factory for one attempt and reserve a slot on it."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    engine: str
+    capabilities: list[str] = Field(default_factory=list)
+    priority: Priority = Priority.NORMAL
+    waiting_since: datetime | None = None
+    avoid_factories: list[str] = Field(default_factory=list)
+
+
+class ScoreTerm(CamelModel):
+    """One term of a score: the raw value, its weight and the weighted contribution."""
+
+    term: str
+    value: float
+    weight: float
+    contribution: float
+
+
+class CandidateScore(CamelModel):
+    """How one factory fared: its score with a breakdown, or why it was excluded."""
+
+    factory_id: str
+    eligible: bool
+    score: float = 0.0
+    breakdown: list[ScoreTerm] = Field(default_factory=list)
+    excluded_because: str | None = None
+
+
+class RouteResult(CamelModel):
+    """Activity output: a placement (slot reserved), or why nothing fits now."""
+
+    factory_id: str | None = None
+    score: float = 0.0
+    candidates: list[CandidateScore] = Field(default_factory=list)
+    waiting_reason: str | None = None
+
+
+class ReleaseSlotInput(CamelModel):
+    """Activity input: give a slot back and wake jobs waiting for capacity."""
+
+    factory_id: str
+    job_id: str
+    product_id: str
+    epoch: int
+
+
+class BeginAttemptInput(CamelModel):
+    """Activity input: a new attempt starts; the job's lease epoch becomes `epoch`."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    factory_id: str
+    engine: str
+    at: datetime
+
+
+class FinishRunInput(CamelModel):
+    """Activity input: record how an attempt ended."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    factory_id: str
+    engine: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: RunOutcome
+    exit_code: int | None = None
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    reason: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+# --- the factory's activity ------------------------------------------------------------------------
+class RunAgentInput(CamelModel):
+    """Activity input: run the job's engine once, under lease `epoch`."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    spec: JobSpec
+    checkpoint: dict[str, Any] | None = None
+
+
+class AgentCheckpoint(CamelModel):
+    """Heartbeat details of `run_agent`: the lease epoch and how far the agent got."""
+
+    epoch: int
+    log_seq: int = 0
+    progress: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunAgentResult(CamelModel):
+    """Activity output: how the engine run ended."""
+
+    outcome: RunOutcome
+    exit_code: int | None = None
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    reason: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    checkpoint: dict[str, Any] | None = None
+    artifacts: list[str] = Field(default_factory=list)

@@ -1,0 +1,360 @@
+"""Domain models shared by the API, the store, workflows and activities.
+
+Everything here is plain pydantic v2 with camelCase aliases on the wire and no I/O, so the
+workflow sandbox can import it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from gigafactory.durations import parse_duration
+
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "CamelModel",
+    "ChildSpec",
+    "DependencyKind",
+    "EnrollmentToken",
+    "Event",
+    "Factory",
+    "FactoryStatus",
+    "FLEET_PARTITION",
+    "Job",
+    "JobSpec",
+    "KNOWN_ENGINES",
+    "LogChunk",
+    "Priority",
+    "PRIORITY_RANK",
+    "Role",
+    "Run",
+    "RunOutcome",
+    "SlotReservation",
+    "SlotTable",
+    "Stage",
+    "TERMINAL_STAGES",
+    "WaitReason",
+]
+
+# Fleet-wide documents (factories, keys, slots) live in this partition of every store.
+FLEET_PARTITION = "_fleet"
+
+# Engines the job-spec parser accepts. A factory advertises a subset (what it finds on PATH).
+KNOWN_ENGINES: tuple[str, ...] = ("claude-code", "codex", "aider", "gemini", "devin", "shell", "sim")
+
+
+class CamelModel(BaseModel):
+    """Base model: camelCase on the wire, snake_case in Python, either accepted on input."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready camelCase document for this model."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Priority(StrEnum):
+    """Job priority; the rank orders dispatch and decides who may preempt whom."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return PRIORITY_RANK[self]
+
+
+PRIORITY_RANK: dict[Priority, int] = {
+    Priority.LOW: 0,
+    Priority.NORMAL: 1,
+    Priority.HIGH: 2,
+    Priority.CRITICAL: 3,
+}
+
+
+class Stage(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    WAITING = "waiting"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+    SHIPPED = "shipped"
+
+
+TERMINAL_STAGES: frozenset[Stage] = frozenset(
+    {Stage.SUCCEEDED, Stage.FAILED, Stage.CANCELLED, Stage.BLOCKED, Stage.SHIPPED}
+)
+
+
+class WaitReason(StrEnum):
+    """What a waiting job waits for."""
+
+    DEPS = "deps"
+    BUDGET = "budget"
+    LOCK = "lock"
+    CAPACITY = "capacity"
+
+
+class DependencyKind(StrEnum):
+    """When a dependency counts as satisfied (Slurm's afterok / afternotok / afterany)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    FINISHED = "finished"
+
+
+class RunOutcome(StrEnum):
+    """How one attempt (run) of a job ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    LOST = "lost"  # the factory stopped heartbeating; the job was requeued elsewhere
+    TIMED_OUT = "timed_out"
+
+
+class ChildSpec(CamelModel):
+    """A subtask of a parent job: a job spec with a parent-local id and dependencies."""
+
+    id: str
+    depends_on: list[str] = Field(default_factory=list)
+    dependency_kind: DependencyKind = DependencyKind.SUCCEEDED
+    spec: JobSpec
+
+
+class JobSpec(CamelModel):
+    """What a submitter asks for: the parsed job-spec file plus API/CLI fields."""
+
+    engine: str
+    prompt: str
+    cwd: str = "."
+    yolo: bool = False
+    lock: str | None = None
+    timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=AliasChoices("timeoutS", "timeout_s", "timeout"),
+    )
+    priority: Priority = Priority.NORMAL
+    product_id: str = "default"
+    title: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    estimated_cost_usd: float | None = Field(default=None, ge=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    children: list[ChildSpec] = Field(default_factory=list)
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_duration(value)
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in KNOWN_ENGINES:
+            raise ValueError(f"unknown engine {value!r}; known engines: {', '.join(KNOWN_ENGINES)}")
+        return value
+
+    @field_validator("product_id")
+    @classmethod
+    def _product_id_shape(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "_." for c in value) or value == FLEET_PARTITION:
+            raise ValueError(
+                f"invalid productId {value!r}: use letters, digits, '_' or '.' (no '-', it separates "
+                "workflow id parts)"
+            )
+        return value
+
+
+ChildSpec.model_rebuild()
+
+
+class Job(CamelModel):
+    """The store's projection of a job: what the API and UI read fast."""
+
+    id: str
+    product_id: str
+    workflow_id: str
+    spec: JobSpec
+    stage: Stage = Stage.QUEUED
+    wait_reason: WaitReason | None = None
+    stage_reason: str | None = None
+    lease_epoch: int = 0
+    factory_id: str | None = None
+    parent_id: str | None = None
+    submitted_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cost_usd: float = 0.0
+    exit_code: int | None = None
+    attempts: int = 0
+    fenced_reports: int = 0
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class Event(CamelModel):
+    """One thing that happened to a job: a stage transition, a routing decision, a fence."""
+
+    id: str
+    job_id: str
+    product_id: str
+    at: datetime
+    kind: str  # "stage", "routing", "fenced", "log", "info", ...
+    actor: str  # "workflow", "api:<keyId>", "factory:<id>"
+    stage: Stage | None = None
+    from_stage: Stage | None = None
+    reason: str | None = None
+    epoch: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Run(CamelModel):
+    """One attempt of a job on a factory, keyed by (job, lease epoch)."""
+
+    id: str  # "<jobId>.<epoch>"
+    job_id: str
+    product_id: str
+    epoch: int
+    factory_id: str
+    engine: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: RunOutcome | None = None
+    exit_code: int | None = None
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    reason: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+class Artifact(CamelModel):
+    """Metadata of a file a run produced; the bytes live in the blob store."""
+
+    id: str
+    job_id: str
+    product_id: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str = "application/octet-stream"
+    epoch: int | None = None
+    created_at: datetime
+    uploaded_by: str
+
+
+class LogChunk(CamelModel):
+    """A piece of a run's log, streamed while the agent runs."""
+
+    id: str  # "<jobId>.<epoch>.<seq:08d>"
+    job_id: str
+    product_id: str
+    epoch: int
+    seq: int
+    at: datetime
+    text: str
+
+
+class FactoryStatus(StrEnum):
+    """Operator-controlled state of a factory."""
+
+    ACTIVE = "active"
+    CORDONED = "cordoned"
+    REVOKED = "revoked"
+
+
+class Factory(CamelModel):
+    """A machine that runs agents: its registry entry, token hash and last heartbeat."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    engines: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    slots: int = 1
+    status: FactoryStatus = FactoryStatus.ACTIVE
+    token_id: str | None = None
+    token_hash: str | None = None
+    hostname: str | None = None
+    enrolled_at: datetime
+    last_heartbeat_at: datetime | None = None
+    healthy: bool = True  # what the factory itself reported at its last heartbeat
+    running: int = 0  # what the factory itself reported at its last heartbeat
+    cost_rate_usd_per_hour: float = 0.0
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class SlotReservation(CamelModel):
+    """A job's hold on one slot of a factory, for one lease epoch."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    priority: Priority = Priority.NORMAL
+    reserved_at: datetime
+
+
+class SlotTable(CamelModel):
+    """The slots of one factory: the compare-and-set unit of routing (id "slots-<factoryId>")."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    factory_id: str
+    reservations: list[SlotReservation] = Field(default_factory=list)
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class Role(StrEnum):
+    """What an API key may do; each role includes the ones before it."""
+
+    SUBMITTER = "submitter"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class ApiKey(CamelModel):
+    """An API key: its hash, role and the products it may see (["*"] for all)."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    name: str
+    role: Role
+    products: list[str]
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    def may_see(self, product_id: str) -> bool:
+        return "*" in self.products or product_id in self.products
+
+
+class EnrollmentToken(CamelModel):
+    """A one-time token an operator hands to a new factory."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by_factory: str | None = None
+    created_by: str
+    etag: str | None = Field(default=None, exclude=True)

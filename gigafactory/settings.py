@@ -1,0 +1,81 @@
+"""All settings, validated once: environment variables prefixed `FLEET_`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Gigafactory settings (env prefix `FLEET_`, e.g. `FLEET_PREEMPTION=true`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    # Where the embedded store, blobs, workspaces and the dev server's database live.
+    data_dir: Path = Path(".gigafactory")
+
+    # Feature flags (default off: off means no behaviour change at all).
+    preemption: bool = False
+    budgets: bool = False
+    routing_shadow: str | None = None
+
+    # Store.
+    store: Literal["sqlite", "cosmos"] = "sqlite"
+    sqlite_path: Path | None = None
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "gigafactory"
+    cosmos_verify_tls: bool = True
+
+    # Temporal. None falls back to Temporal's own env config (TEMPORAL_ADDRESS, profiles...).
+    temporal_address: str | None = None
+    namespace: str | None = None
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str | None = None  # what clients (CLI, factories) call; default from host/port
+    api_key: str | None = None  # the CLI's key
+    admin_key: str | None = None  # bootstrap admin key of `gigafactory dev`
+    factory_token: str | None = None  # a factory's token
+
+    # Dev stack ports.
+    temporal_port: int = 7233
+    ui_port: int = 8233
+
+    # Factories and leases.
+    factory_heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    factory_unhealthy_after_s: float = Field(default=20.0, gt=0)
+    lease_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
+    dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
+    capacity_recheck_s: float = Field(default=15.0, gt=0)
+    stop_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM -> SIGKILL for a stopped agent
+    enrollment_ttl_s: float = Field(default=3600.0, gt=0)
+
+    # Limits.
+    max_spec_bytes: int = 256 * 1024
+    max_artifact_bytes: int = 50 * 1024 * 1024
+    log_chunk_interval_s: float = Field(default=1.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def resolved_sqlite_path(self) -> Path:
+        return self.sqlite_path or self.data_dir / "fleet.sqlite3"
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.data_dir / "workspaces"
