@@ -1,0 +1,79 @@
+"""The store: job projections, events, runs, artifacts, logs and the fleet registry.
+
+`open_store` builds the configured document backend and the typed `FleetStore` over it;
+`open_blobs` the blob store for artifact bytes.
+"""
+
+from __future__ import annotations
+
+from gigafactory.settings import Settings
+from gigafactory.store.backend import (
+    CONTAINERS,
+    AlreadyExists,
+    DocumentBackend,
+    NotFound,
+    Page,
+    PreconditionFailed,
+    Query,
+    StoreError,
+)
+from gigafactory.store.blobs import BlobNotFound, BlobStore, LocalBlobStore
+from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore, JobPage, StaleEpoch
+from gigafactory.store.sqlite import SchemaVersionError, SQLiteBackend
+
+__all__ = [
+    "AlreadyExists",
+    "BlobNotFound",
+    "BlobStore",
+    "CONTAINERS",
+    "ConfigError",
+    "DocumentBackend",
+    "EnrollmentRefused",
+    "FleetStore",
+    "JobPage",
+    "LocalBlobStore",
+    "NotFound",
+    "Page",
+    "PreconditionFailed",
+    "Query",
+    "SQLiteBackend",
+    "SchemaVersionError",
+    "StaleEpoch",
+    "StoreError",
+    "open_blobs",
+    "open_store",
+]
+
+
+class ConfigError(StoreError):
+    """The store settings name a backend that is unavailable or incomplete."""
+
+
+def make_backend(settings: Settings) -> DocumentBackend:
+    """The document backend `settings` select, not yet opened.
+
+    Raises:
+        ConfigError: the selected backend is not available.
+    """
+    if settings.store == "cosmos":
+        raise ConfigError(
+            "FLEET_STORE=cosmos is not supported yet; use FLEET_STORE=sqlite (the default)"
+        )
+    return SQLiteBackend(settings.resolved_sqlite_path)
+
+
+async def open_store(settings: Settings) -> FleetStore:
+    """Build the configured backend and open a `FleetStore` on it.
+
+    Raises:
+        ConfigError: the selected backend is not available.
+        SchemaVersionError: the SQLite file was written by a newer Gigafactory.
+    """
+    store = FleetStore(make_backend(settings))
+    await store.open()
+    return store
+
+
+def open_blobs(settings: Settings) -> LocalBlobStore:
+    """The blob store for artifact bytes, under the data directory."""
+    return LocalBlobStore(settings.blob_dir)

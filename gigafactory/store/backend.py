@@ -69,13 +69,19 @@ class Page:
 
 @dataclass(frozen=True)
 class Query:
-    """A bounded query: equality filters (a list value means IN), one order, a page size."""
+    """A bounded query: equality filters (a list value means IN), one order, a page size.
+
+    `greater_than` (field, value) adds one strict lower bound on a top-level field. Results
+    are ordered by `order_by` (default `id`) with ties broken by id; `continuation` is the
+    opaque token of the previous page of the same query.
+    """
 
     where: Mapping[str, Any] = field(default_factory=dict)
     order_by: str | None = None
     descending: bool = False
     limit: int = 100
     continuation: str | None = None
+    greater_than: tuple[str, Any] | None = None
 
 
 class DocumentBackend(Protocol):
@@ -101,9 +107,7 @@ class DocumentBackend(Protocol):
     async def upsert(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Insert or overwrite unconditionally (only for documents with one writer)."""
 
-    async def replace(
-        self, container: str, doc: Mapping[str, Any], *, etag: str
-    ) -> dict[str, Any]:
+    async def replace(self, container: str, doc: Mapping[str, Any], *, etag: str) -> dict[str, Any]:
         """Overwrite only if the stored etag equals `etag`.
 
         Raises:
@@ -134,4 +138,3 @@ def etag_of(doc: Mapping[str, Any]) -> str:
 def without_meta(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A document without backend metadata (`_etag`, `_rid`, `_ts`, ...)."""
     return {k: v for k, v in doc.items() if not k.startswith("_")}
-

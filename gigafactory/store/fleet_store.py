@@ -7,12 +7,20 @@ compare-and-set loops on one document; nothing relies on multi-document transact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import asyncio
+import hmac
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from gigafactory.models import (
+    FLEET_PARTITION,
     ApiKey,
     Artifact,
+    CamelModel,
     EnrollmentToken,
     Event,
     Factory,
@@ -24,11 +32,27 @@ from gigafactory.models import (
     SlotTable,
     Stage,
 )
-from gigafactory.store.backend import DocumentBackend
+from gigafactory.store.backend import (
+    AlreadyExists,
+    DocumentBackend,
+    NotFound,
+    PreconditionFailed,
+    Query,
+    etag_of,
+    without_meta,
+)
 
 __all__ = ["EnrollmentRefused", "FleetStore", "JobPage", "StaleEpoch"]
 
+log = logging.getLogger(__name__)
+
 CAS_ATTEMPTS = 50
+
+M = TypeVar("M", bound=CamelModel)
+
+# Copies of nested job fields kept at the top level of job documents, so they can be
+# filtered on (backend queries only see top-level fields). Stripped again on read.
+_JOB_DENORMALISED = ("priority", "engine")
 
 
 class StaleEpoch(Exception):
@@ -55,23 +79,136 @@ class JobPage:
         self.continuation = continuation
 
 
+def _utc_text(value: datetime) -> str:
+    """A fixed-width UTC timestamp, so timestamps sort as text (naive means UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _doc(model: CamelModel) -> dict[str, Any]:
+    """The stored document of a model.
+
+    Pydantic drops zero microseconds and keeps UTC offsets, which breaks ordering by
+    timestamp text; top-level timestamps are therefore written in one fixed-width form.
+    """
+    doc = model.wire()
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, datetime):
+            doc[info.alias or name] = _utc_text(value)
+    return doc
+
+
+def _job_doc(job: Job) -> dict[str, Any]:
+    doc = _doc(job)
+    doc["priority"] = job.spec.priority.value
+    doc["engine"] = job.spec.engine
+    return doc
+
+
+def _from(cls: type[M], doc: Mapping[str, Any]) -> M:
+    """Parse a stored document; models with an `etag` field get the document's etag."""
+    data = without_meta(doc)
+    if "etag" in cls.model_fields:
+        data["etag"] = etag_of(doc)
+    return cls.model_validate(data)
+
+
+def _job_from(doc: Mapping[str, Any]) -> Job:
+    return _from(Job, {k: v for k, v in doc.items() if k not in _JOB_DENORMALISED})
+
+
+async def _backoff(attempt: int) -> None:
+    # A tiny random pause spreads out racers that lost the same compare-and-set.
+    await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+
+
+def _slots_id(factory_id: str) -> str:
+    return f"slots-{factory_id}"
+
+
+def _log_id(job_id: str, epoch: int, seq: int) -> str:
+    # Zero-padded seq: ids of one (job, epoch) sort like seq, which read_log relies on.
+    return f"{job_id}.{epoch}.{seq:08d}"
+
+
 class FleetStore:
     """Typed fleet operations over a document backend."""
 
     def __init__(self, backend: DocumentBackend) -> None:
         self.backend = backend
 
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
+    async def open(self) -> None:
+        """Open the backend (creating or migrating what it needs)."""
+        await self.backend.open()
+
+    async def close(self) -> None:
+        """Close the backend."""
+        await self.backend.close()
+
+    # --- helpers ------------------------------------------------------------------------
+    async def _query_all(
+        self,
+        container: str,
+        product_id: str | None,
+        where: Mapping[str, Any],
+        order_by: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every matching document, page by page (for small, bounded sets)."""
+        docs: list[dict[str, Any]] = []
+        continuation: str | None = None
+        while True:
+            page = await self.backend.query(
+                container,
+                product_id,
+                Query(where=where, order_by=order_by, limit=500, continuation=continuation),
+            )
+            docs.extend(page.items)
+            continuation = page.continuation
+            if continuation is None:
+                return docs
+
+    async def _update(
+        self,
+        container: str,
+        product_id: str,
+        doc_id: str,
+        parse: Callable[[Mapping[str, Any]], M],
+        dump: Callable[[M], dict[str, Any]],
+        mutate: Callable[[M], M | None],
+    ) -> M:
+        """Read, mutate a copy, replace by etag; retry while someone else wrote first."""
+        for attempt in range(CAS_ATTEMPTS):
+            doc = await self.backend.read(container, product_id, doc_id)
+            current = parse(doc)
+            new = mutate(current.model_copy(deep=True))
+            if new is None:
+                return current
+            new_doc = dump(new)
+            if new_doc.get("id") != doc_id or new_doc.get("productId") != product_id:
+                raise ValueError(f"{container}/{doc_id}: mutate must not change id or productId")
+            try:
+                return parse(await self.backend.replace(container, new_doc, etag=etag_of(doc)))
+            except PreconditionFailed:
+                await _backoff(attempt)
+        raise PreconditionFailed(
+            f"{container}/{product_id}/{doc_id}: still contended after {CAS_ATTEMPTS} attempts"
+        )
 
     # --- jobs -------------------------------------------------------------------------
     async def create_job(self, job: Job) -> Job:
         """Insert a job projection. Raises AlreadyExists."""
-        ...
+        return _job_from(await self.backend.create("jobs", _job_doc(job)))
 
     async def get_job(self, job_id: str, product_id: str | None = None) -> Job:
         """Point read when the product is known, else a bounded lookup by id. Raises NotFound."""
-        ...
+        if product_id is not None:
+            return _job_from(await self.backend.read("jobs", product_id, job_id))
+        page = await self.backend.query("jobs", None, Query(where={"id": job_id}, limit=1))
+        if not page.items:
+            raise NotFound(f"job {job_id} not found")
+        return _job_from(page.items[0])
 
     async def list_jobs(
         self,
@@ -84,28 +221,56 @@ class FleetStore:
         continuation: str | None = None,
     ) -> JobPage:
         """Jobs newest first, filtered; `products=None` means every product."""
-        ...
+        where: dict[str, Any] = {}
+        if products is not None:
+            where["productId"] = list(products)
+        if stage is not None:
+            where["stage"] = stage.value
+        if priority is not None:
+            where["priority"] = priority.value
+        if parent_id is not None:
+            where["parentId"] = parent_id
+        page = await self.backend.query(
+            "jobs",
+            None,
+            Query(
+                where=where,
+                order_by="createdAt",
+                descending=True,
+                limit=limit,
+                continuation=continuation,
+            ),
+        )
+        return JobPage([_job_from(doc) for doc in page.items], page.continuation)
 
     async def update_job(
         self, job_id: str, product_id: str, mutate: Callable[[Job], Job | None]
     ) -> Job:
         """Read-mutate-compare-and-set until it sticks; `mutate` may return None to skip."""
-        ...
+        return await self._update("jobs", product_id, job_id, _job_from, _job_doc, mutate)
 
     async def delete_job(self, job_id: str, product_id: str) -> None:
         """Remove a job projection (used to undo a submit whose workflow did not start)."""
-        ...
+        await self.backend.delete("jobs", product_id, job_id)
 
     # --- events, fencing ----------------------------------------------------------------
     async def append_event(self, event: Event) -> Event:
         """Insert an event; an event with the same id already stored is kept (idempotent)."""
-        ...
+        try:
+            return _from(Event, await self.backend.create("events", _doc(event)))
+        except AlreadyExists:
+            return _from(Event, await self.backend.read("events", event.product_id, event.id))
 
     async def list_events(
         self, job_id: str, product_id: str, *, limit: int = 500, continuation: str | None = None
     ) -> tuple[list[Event], str | None]:
         """A job's events, oldest first (by `at`, then id)."""
-        ...
+        page = await self.backend.query(
+            "events",
+            product_id,
+            Query(where={"jobId": job_id}, order_by="at", limit=limit, continuation=continuation),
+        )
+        return [_from(Event, doc) for doc in page.items], page.continuation
 
     async def check_epoch(
         self, job_id: str, product_id: str, epoch: int, *, actor: str, what: str, at: datetime
@@ -116,23 +281,80 @@ class FleetStore:
             StaleEpoch: `epoch` is older than the job's; a `fenced` event naming `actor` and
                 `what` was recorded and the job's `fencedReports` counter incremented.
         """
-        ...
+        job = await self.get_job(job_id, product_id)
+        current = job.lease_epoch
+        if epoch >= current:
+            return job
+        log.warning(
+            "job %s: fenced %s from %s (epoch %d < %d)", job_id, what, actor, epoch, current
+        )
+        await self.append_event(
+            Event(
+                id=uuid.uuid4().hex,
+                job_id=job_id,
+                product_id=product_id,
+                at=at,
+                kind="fenced",
+                actor=actor,
+                reason=(
+                    f"stale report ({what}) from lease epoch {epoch}; current epoch is {current}"
+                ),
+                epoch=epoch,
+                data={"what": what, "currentEpoch": current},
+            )
+        )
+
+        def count_fenced(j: Job) -> Job:
+            j.fenced_reports += 1
+            return j
+
+        await self.update_job(job_id, product_id, count_fenced)
+        raise StaleEpoch(job_id, epoch, current)
 
     # --- runs, artifacts, logs ------------------------------------------------------------
-    async def upsert_run(self, run: Run) -> Run: ...
-    async def get_run(self, run_id: str, product_id: str) -> Run: ...
+    async def upsert_run(self, run: Run) -> Run:
+        """Write a run (one writer per run: the job's workflow)."""
+        return _from(Run, await self.backend.upsert("runs", _doc(run)))
+
+    async def get_run(self, run_id: str, product_id: str) -> Run:
+        """Point read of a run ("<jobId>.<epoch>"). Raises NotFound."""
+        return _from(Run, await self.backend.read("runs", product_id, run_id))
+
     async def list_runs(self, job_id: str, product_id: str) -> list[Run]:
         """A job's runs by epoch."""
-        ...
+        docs = await self._query_all("runs", product_id, {"jobId": job_id}, order_by="epoch")
+        return [_from(Run, doc) for doc in docs]
 
-    async def put_artifact(self, artifact: Artifact) -> Artifact: ...
-    async def get_artifact(self, job_id: str, product_id: str, artifact_id: str) -> Artifact: ...
-    async def list_artifacts(self, job_id: str, product_id: str) -> list[Artifact]: ...
-    async def delete_artifact(self, job_id: str, product_id: str, artifact_id: str) -> None: ...
+    async def put_artifact(self, artifact: Artifact) -> Artifact:
+        """Write an artifact's metadata (insert or overwrite)."""
+        return _from(Artifact, await self.backend.upsert("artifacts", _doc(artifact)))
+
+    async def get_artifact(self, job_id: str, product_id: str, artifact_id: str) -> Artifact:
+        """A job's artifact. Raises NotFound, also when the artifact belongs to another job."""
+        artifact = _from(Artifact, await self.backend.read("artifacts", product_id, artifact_id))
+        if artifact.job_id != job_id:
+            raise NotFound(f"job {job_id} has no artifact {artifact_id}")
+        return artifact
+
+    async def list_artifacts(self, job_id: str, product_id: str) -> list[Artifact]:
+        """A job's artifacts, oldest first."""
+        docs = await self._query_all(
+            "artifacts", product_id, {"jobId": job_id}, order_by="createdAt"
+        )
+        return [_from(Artifact, doc) for doc in docs]
+
+    async def delete_artifact(self, job_id: str, product_id: str, artifact_id: str) -> None:
+        """Delete a job's artifact metadata. Raises NotFound."""
+        await self.get_artifact(job_id, product_id, artifact_id)
+        await self.backend.delete("artifacts", product_id, artifact_id)
 
     async def append_log(self, chunk: LogChunk) -> None:
         """Store a log chunk; the same (job, epoch, seq) twice is stored once."""
-        ...
+        chunk_id = _log_id(chunk.job_id, chunk.epoch, chunk.seq)
+        try:
+            await self.backend.create("logs", _doc(chunk.model_copy(update={"id": chunk_id})))
+        except AlreadyExists:
+            pass
 
     async def read_log(
         self,
@@ -144,22 +366,69 @@ class FleetStore:
         limit: int = 1000,
     ) -> list[LogChunk]:
         """Log chunks in (epoch, seq) order; `epoch=None` means every epoch."""
-        ...
+        where: dict[str, Any] = {"jobId": job_id}
+        if epoch is not None:
+            where["epoch"] = epoch
+        page = await self.backend.query(
+            "logs",
+            product_id,
+            Query(
+                where=where,
+                # Ties on epoch are broken by id, which orders by seq (see _log_id).
+                order_by="seq" if epoch is not None else "epoch",
+                limit=limit,
+                greater_than=("seq", after_seq) if after_seq >= 0 else None,
+            ),
+        )
+        return [_from(LogChunk, doc) for doc in page.items]
 
     # --- factories, slots ------------------------------------------------------------------
-    async def create_factory(self, factory: Factory) -> Factory: ...
-    async def get_factory(self, factory_id: str) -> Factory: ...
-    async def find_factory_by_token_id(self, token_id: str) -> Factory: ...
-    async def list_factories(self) -> list[Factory]: ...
+    async def create_factory(self, factory: Factory) -> Factory:
+        """Register a factory. Raises AlreadyExists."""
+        doc = _doc(factory.model_copy(update={"product_id": FLEET_PARTITION}))
+        return _from(Factory, await self.backend.create("factories", doc))
+
+    async def get_factory(self, factory_id: str) -> Factory:
+        """A factory by id. Raises NotFound."""
+        return _from(Factory, await self.backend.read("factories", FLEET_PARTITION, factory_id))
+
+    async def find_factory_by_token_id(self, token_id: str) -> Factory:
+        """The factory holding the token `token_id`. Raises NotFound."""
+        page = await self.backend.query(
+            "factories", FLEET_PARTITION, Query(where={"tokenId": token_id}, limit=1)
+        )
+        if not page.items:
+            raise NotFound(f"no factory holds token {token_id}")
+        return _from(Factory, page.items[0])
+
+    async def list_factories(self) -> list[Factory]:
+        """Every factory, by id."""
+        return [_from(Factory, d) for d in await self._query_all("factories", FLEET_PARTITION, {})]
+
     async def update_factory(
         self, factory_id: str, mutate: Callable[[Factory], Factory | None]
-    ) -> Factory: ...
+    ) -> Factory:
+        """Read-mutate-compare-and-set a factory; `mutate` may return None to skip."""
+        return await self._update(
+            "factories",
+            FLEET_PARTITION,
+            factory_id,
+            lambda doc: _from(Factory, doc),
+            _doc,
+            mutate,
+        )
 
     async def get_slots(self, factory_id: str) -> SlotTable:
         """A factory's slot table (empty when none was written yet)."""
-        ...
+        try:
+            doc = await self.backend.read("slots", FLEET_PARTITION, _slots_id(factory_id))
+        except NotFound:
+            return SlotTable(id=_slots_id(factory_id), factory_id=factory_id)
+        return _from(SlotTable, doc)
 
-    async def list_slot_tables(self) -> list[SlotTable]: ...
+    async def list_slot_tables(self) -> list[SlotTable]:
+        """Every slot table written so far."""
+        return [_from(SlotTable, d) for d in await self._query_all("slots", FLEET_PARTITION, {})]
 
     async def reserve_slot(
         self, factory_id: str, capacity: int, reservation: SlotReservation
@@ -169,19 +438,92 @@ class FleetStore:
         Returns True if the reservation is held afterwards (also when it already was), False
         when the factory is full. Never lets the table exceed `capacity` under concurrency.
         """
-        ...
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                doc = await self.backend.read("slots", FLEET_PARTITION, _slots_id(factory_id))
+            except NotFound:
+                if capacity < 1:
+                    return False
+                table = SlotTable(
+                    id=_slots_id(factory_id), factory_id=factory_id, reservations=[reservation]
+                )
+                try:
+                    await self.backend.create("slots", _doc(table))
+                    return True
+                except AlreadyExists:  # another router created it first: re-read
+                    await _backoff(attempt)
+                    continue
+            table = _from(SlotTable, doc)
+            if any(
+                r.job_id == reservation.job_id and r.epoch == reservation.epoch
+                for r in table.reservations
+            ):
+                return True
+            if len(table.reservations) >= capacity:
+                return False
+            table.reservations.append(reservation)
+            try:
+                await self.backend.replace("slots", _doc(table), etag=etag_of(doc))
+                return True
+            except (PreconditionFailed, NotFound):
+                await _backoff(attempt)
+        raise PreconditionFailed(
+            f"slots of factory {factory_id}: still contended after {CAS_ATTEMPTS} attempts"
+        )
 
     async def release_slot(self, factory_id: str, job_id: str, epoch: int | None = None) -> bool:
         """Drop the job's reservation (of `epoch`, or any epoch). True if one was dropped."""
-        ...
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                doc = await self.backend.read("slots", FLEET_PARTITION, _slots_id(factory_id))
+            except NotFound:
+                return False
+            table = _from(SlotTable, doc)
+            kept = [
+                r
+                for r in table.reservations
+                if not (r.job_id == job_id and (epoch is None or r.epoch == epoch))
+            ]
+            if len(kept) == len(table.reservations):
+                return False
+            table.reservations = kept
+            try:
+                await self.backend.replace("slots", _doc(table), etag=etag_of(doc))
+                return True
+            except PreconditionFailed:
+                await _backoff(attempt)
+            except NotFound:
+                return False
+        raise PreconditionFailed(
+            f"slots of factory {factory_id}: still contended after {CAS_ATTEMPTS} attempts"
+        )
 
     # --- API keys, enrollment tokens ----------------------------------------------------------
-    async def create_api_key(self, key: ApiKey) -> ApiKey: ...
-    async def get_api_key(self, key_id: str) -> ApiKey: ...
-    async def list_api_keys(self) -> list[ApiKey]: ...
-    async def update_api_key(self, key_id: str, mutate: Callable[[ApiKey], ApiKey | None]) -> ApiKey: ...
+    async def create_api_key(self, key: ApiKey) -> ApiKey:
+        """Store an API key (hashed). Raises AlreadyExists."""
+        doc = _doc(key.model_copy(update={"product_id": FLEET_PARTITION}))
+        return _from(ApiKey, await self.backend.create("keys", doc))
 
-    async def create_enrollment(self, token: EnrollmentToken) -> EnrollmentToken: ...
+    async def get_api_key(self, key_id: str) -> ApiKey:
+        """An API key by id. Raises NotFound."""
+        return _from(ApiKey, await self.backend.read("keys", FLEET_PARTITION, key_id))
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        """Every API key, by id."""
+        return [_from(ApiKey, d) for d in await self._query_all("keys", FLEET_PARTITION, {})]
+
+    async def update_api_key(
+        self, key_id: str, mutate: Callable[[ApiKey], ApiKey | None]
+    ) -> ApiKey:
+        """Read-mutate-compare-and-set an API key; `mutate` may return None to skip."""
+        return await self._update(
+            "keys", FLEET_PARTITION, key_id, lambda doc: _from(ApiKey, doc), _doc, mutate
+        )
+
+    async def create_enrollment(self, token: EnrollmentToken) -> EnrollmentToken:
+        """Store a one-time enrollment token (hashed). Raises AlreadyExists."""
+        doc = _doc(token.model_copy(update={"product_id": FLEET_PARTITION}))
+        return _from(EnrollmentToken, await self.backend.create("enrollments", doc))
 
     async def consume_enrollment(
         self, token_id: str, token_hash: str, factory_id: str, now: datetime
@@ -191,4 +533,27 @@ class FleetStore:
         Raises:
             EnrollmentRefused: unknown id, hash mismatch, expired or already used.
         """
-        ...
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                doc = await self.backend.read("enrollments", FLEET_PARTITION, token_id)
+            except NotFound:
+                raise EnrollmentRefused("unknown enrollment token") from None
+            token = _from(EnrollmentToken, doc)
+            # Check the secret first, so a caller without it learns nothing about the token.
+            if not hmac.compare_digest(token.token_hash.encode(), token_hash.encode()):
+                raise EnrollmentRefused("unknown enrollment token")
+            if token.used_at is not None:
+                raise EnrollmentRefused("enrollment token already used")
+            if token.expires_at <= now:
+                raise EnrollmentRefused("enrollment token expired")
+            token.used_at = now
+            token.used_by_factory = factory_id
+            try:
+                new = await self.backend.replace("enrollments", _doc(token), etag=etag_of(doc))
+            except PreconditionFailed:  # a concurrent consumer wrote: re-read, it is used now
+                await _backoff(attempt)
+                continue
+            except NotFound:
+                raise EnrollmentRefused("unknown enrollment token") from None
+            return _from(EnrollmentToken, new)
+        raise EnrollmentRefused("enrollment token is contended; try again")
