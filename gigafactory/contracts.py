@@ -14,7 +14,7 @@ from pydantic import Field
 
 from gigafactory.models import CamelModel, JobSpec, Priority, RunOutcome, Stage, WaitReason
 
-# --- names -------------------------------------------------------------------------------
+# --- names ------------------------------------------------------------------------------------
 JOB_WORKFLOW = "JobWorkflow"
 LOCK_WORKFLOW = "LockWorkflow"
 PRODUCT_CONTROLLER_WORKFLOW = "ProductControllerWorkflow"
@@ -29,12 +29,14 @@ BEGIN_ATTEMPT = "fleet.begin_attempt"
 FINISH_RUN = "fleet.finish_run"
 REQUEST_LOCK = "fleet.request_lock"
 WORKFLOW_IS_OPEN = "fleet.workflow_is_open"
+FENCE_REPORT = "fleet.fence_report"
 # The activity every factory runs, on its own task queue.
 RUN_AGENT = "factory.run_agent"
 
 # Signals, queries.
 SIGNAL_SHIP = "ship"
 SIGNAL_WAKE = "wake"
+SIGNAL_AGENT_STARTED = "agent_started"
 SIGNAL_LOCK_GRANTED = "lock_granted"
 SIGNAL_LOCK_ACQUIRE = "acquire"
 SIGNAL_LOCK_RELEASE = "release"
@@ -71,7 +73,18 @@ def product_workflow_id(product_id: str) -> str:
     return f"product-{product_id}"
 
 
-# --- JobWorkflow ---------------------------------------------------------------------------
+# --- JobWorkflow ------------------------------------------------------------------------------
+class JobTiming(CamelModel):
+    """Timeouts a JobWorkflow uses; filled from settings at submit (workflows read no env)."""
+
+    lease_heartbeat_timeout_s: float = 15.0
+    dispatch_timeout_s: float = 30.0
+    capacity_recheck_s: float = 15.0
+    stop_grace_s: float = 10.0
+    lock_check_s: float = 30.0
+    max_lost_attempts: int = 5
+
+
 class JobWorkflowInput(CamelModel):
     """Start input of a JobWorkflow."""
 
@@ -79,6 +92,7 @@ class JobWorkflowInput(CamelModel):
     product_id: str
     spec: JobSpec
     parent_workflow_id: str | None = None
+    timing: JobTiming = Field(default_factory=JobTiming)
     # Carried across continue-as-new / restarts so epochs keep growing.
     lease_epoch: int = 0
     checkpoint: dict[str, Any] | None = None
@@ -113,6 +127,14 @@ class ShipRequest(CamelModel):
 
     actor: str
     note: str | None = None
+
+
+class AgentStarted(CamelModel):
+    """Signal from a factory's run_agent: the agent process of lease `epoch` started."""
+
+    epoch: int
+    factory_id: str
+    at: datetime
 
 
 class WakeSignal(CamelModel):
@@ -153,6 +175,8 @@ class LockWorkflowInput(CamelModel):
     """Start input of a LockWorkflow (also carried across continue-as-new)."""
 
     lock: str
+    check_holder_s: float = 30.0
+    idle_exit_s: float = 60.0
     holder: str | None = None
     waiting: list[LockRequest] = Field(default_factory=list)
 
@@ -164,13 +188,24 @@ class RequestLockInput(CamelModel):
     request: LockRequest
 
 
+class FenceInput(CamelModel):
+    """Activity input: record a stale report (older lease epoch) against a job."""
+
+    job_id: str
+    product_id: str
+    epoch: int
+    actor: str
+    what: str
+    at: datetime
+
+
 class WorkflowIsOpenInput(CamelModel):
     """Activity input: is this workflow still running?"""
 
     workflow_id: str
 
 
-# --- control activities ---------------------------------------------------------------------
+# --- control activities -----------------------------------------------------------------------
 class TransitionInput(CamelModel):
     """Activity input: move a job's projection to a stage and append the event."""
 
@@ -178,7 +213,7 @@ class TransitionInput(CamelModel):
     product_id: str
     event_id: str
     at: datetime
-    stage: Stage
+    stage: Stage | None = None  # None: only the event is recorded
     wait_reason: WaitReason | None = None
     reason: str | None = None
     actor: str = "workflow"
@@ -249,6 +284,8 @@ class BeginAttemptInput(CamelModel):
     factory_id: str
     engine: str
     at: datetime
+    event_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class FinishRunInput(CamelModel):
@@ -269,7 +306,7 @@ class FinishRunInput(CamelModel):
     checkpoint: dict[str, Any] | None = None
 
 
-# --- the factory's activity ------------------------------------------------------------------------
+# --- the factory's activity -------------------------------------------------------------------
 class RunAgentInput(CamelModel):
     """Activity input: run the job's engine once, under lease `epoch`."""
 

@@ -54,9 +54,11 @@ async def wait_for_port(host: str, port: int, timeout_s: float = 30.0) -> None:
             writer.close()
             await writer.wait_closed()
             return
-        except OSError:
+        except OSError as err:
             if loop.time() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:.0f}s")
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout_s:.0f}s"
+                ) from err
             await asyncio.sleep(0.1)
 
 

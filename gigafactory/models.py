@@ -46,7 +46,15 @@ __all__ = [
 FLEET_PARTITION = "_fleet"
 
 # Engines the job-spec parser accepts. A factory advertises a subset (what it finds on PATH).
-KNOWN_ENGINES: tuple[str, ...] = ("claude-code", "codex", "aider", "gemini", "devin", "shell", "sim")
+KNOWN_ENGINES: tuple[str, ...] = (
+    "claude-code",
+    "codex",
+    "aider",
+    "gemini",
+    "devin",
+    "shell",
+    "sim",
+)
 
 
 class CamelModel(BaseModel):
@@ -176,10 +184,14 @@ class JobSpec(CamelModel):
     @field_validator("product_id")
     @classmethod
     def _product_id_shape(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "_." for c in value) or value == FLEET_PARTITION:
+        if (
+            not value
+            or not all(c.isalnum() or c in "_." for c in value)
+            or value == FLEET_PARTITION
+        ):
             raise ValueError(
-                f"invalid productId {value!r}: use letters, digits, '_' or '.' (no '-', it separates "
-                "workflow id parts)"
+                f"invalid productId {value!r}: use letters, digits, '_' or '.' "
+                "(no '-', it separates workflow id parts)"
             )
         return value
 

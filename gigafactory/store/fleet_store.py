@@ -147,7 +147,7 @@ class FleetStore:
         """Close the backend."""
         await self.backend.close()
 
-    # --- helpers ------------------------------------------------------------------------
+    # --- helpers ------------------------------------------------------------------------------
     async def _query_all(
         self,
         container: str,
@@ -196,7 +196,7 @@ class FleetStore:
             f"{container}/{product_id}/{doc_id}: still contended after {CAS_ATTEMPTS} attempts"
         )
 
-    # --- jobs -------------------------------------------------------------------------
+    # --- jobs ---------------------------------------------------------------------------------
     async def create_job(self, job: Job) -> Job:
         """Insert a job projection. Raises AlreadyExists."""
         return _job_from(await self.backend.create("jobs", _job_doc(job)))
@@ -253,7 +253,7 @@ class FleetStore:
         """Remove a job projection (used to undo a submit whose workflow did not start)."""
         await self.backend.delete("jobs", product_id, job_id)
 
-    # --- events, fencing ----------------------------------------------------------------
+    # --- events, fencing ----------------------------------------------------------------------
     async def append_event(self, event: Event) -> Event:
         """Insert an event; an event with the same id already stored is kept (idempotent)."""
         try:
@@ -311,7 +311,7 @@ class FleetStore:
         await self.update_job(job_id, product_id, count_fenced)
         raise StaleEpoch(job_id, epoch, current)
 
-    # --- runs, artifacts, logs ------------------------------------------------------------
+    # --- runs, artifacts, logs ----------------------------------------------------------------
     async def upsert_run(self, run: Run) -> Run:
         """Write a run (one writer per run: the job's workflow)."""
         return _from(Run, await self.backend.upsert("runs", _doc(run)))
@@ -382,7 +382,7 @@ class FleetStore:
         )
         return [_from(LogChunk, doc) for doc in page.items]
 
-    # --- factories, slots ------------------------------------------------------------------
+    # --- factories, slots ---------------------------------------------------------------------
     async def create_factory(self, factory: Factory) -> Factory:
         """Register a factory. Raises AlreadyExists."""
         doc = _doc(factory.model_copy(update={"product_id": FLEET_PARTITION}))

@@ -214,7 +214,7 @@ class SQLiteBackend:
         conn = self._conn
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
-    # --- lifecycle -----------------------------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         """Open the file, switch to WAL, and create or migrate the schema.
 
@@ -281,7 +281,7 @@ class SQLiteBackend:
         await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
 
-    # --- documents -----------------------------------------------------------------------
+    # --- documents ----------------------------------------------------------------------------
     async def create(self, container: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Insert a new document. Raises AlreadyExists."""
         table = _table(container)
@@ -385,7 +385,7 @@ class SQLiteBackend:
 
         await self._run(op)
 
-    # --- queries -------------------------------------------------------------------------
+    # --- queries ------------------------------------------------------------------------------
     async def query(self, container: str, product_id: str | None, query: Query) -> Page:
         """Documents matching `query`, within one partition or (None) across partitions."""
         table = _table(container)

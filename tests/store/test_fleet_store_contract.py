@@ -32,7 +32,7 @@ from gigafactory.store import (
 )
 from tests.store.conftest import T0, make_job
 
-# --- jobs ---------------------------------------------------------------------------------
+# --- jobs -------------------------------------------------------------------------------------
 
 
 async def test_create_and_get_job(store: FleetStore):
@@ -127,7 +127,7 @@ async def test_delete_job(store: FleetStore):
         await store.delete_job("j1", "acme")
 
 
-# --- events, fencing ----------------------------------------------------------------------
+# --- events, fencing --------------------------------------------------------------------------
 
 
 def _event(event_id: str, seconds: int, job_id: str = "j1") -> Event:
@@ -205,7 +205,7 @@ async def test_check_epoch_fences_older(store: FleetStore):
     assert fenced.data == {"what": "heartbeat", "currentEpoch": 2}
 
 
-# --- runs, artifacts, logs ------------------------------------------------------------------
+# --- runs, artifacts, logs --------------------------------------------------------------------
 
 
 def _run(epoch: int, job_id: str = "j1") -> Run:
@@ -298,7 +298,7 @@ async def test_logs_ordering_after_seq_and_idempotency(store: FleetStore):
     assert await store.read_log("j1", "acme", epoch=3) == []
 
 
-# --- factories, slots --------------------------------------------------------------------
+# --- factories, slots -------------------------------------------------------------------------
 
 
 def _factory(factory_id: str, token_id: str | None = None) -> Factory:
@@ -367,7 +367,7 @@ async def test_release_slot(store: FleetStore):
     assert await store.reserve_slot("f1", 1, _reservation("c"))
 
 
-# --- API keys, enrollment tokens -------------------------------------------------------------
+# --- API keys, enrollment tokens --------------------------------------------------------------
 
 
 async def test_api_keys(store: FleetStore):
