@@ -1,0 +1,40 @@
+"""Pure routing: which factory runs a job, and which waiting job takes a freed slot.
+
+Pure means standard library only, no I/O, no clock (`RoutingContext.now`), no environment
+and no randomness, so every decision can be replayed and tested exhaustively.
+"""
+
+from routing.explain import explain
+from routing.model import (
+    PRIORITY_VALUES,
+    Candidate,
+    Decision,
+    Exclusion,
+    FactoryView,
+    JobChoice,
+    JobRequest,
+    RoutingContext,
+    ScoreTerm,
+)
+from routing.select import rank_jobs, select_factory, select_job
+from routing.weights import TERMS, FleetWeights, WeightsError, resolve_weights
+
+__all__ = [
+    "PRIORITY_VALUES",
+    "TERMS",
+    "Candidate",
+    "Decision",
+    "Exclusion",
+    "FactoryView",
+    "FleetWeights",
+    "JobChoice",
+    "JobRequest",
+    "RoutingContext",
+    "ScoreTerm",
+    "WeightsError",
+    "explain",
+    "rank_jobs",
+    "resolve_weights",
+    "select_factory",
+    "select_job",
+]

@@ -1,0 +1,102 @@
+"""Hard filters: what makes a factory unable to take a job, with a sentence saying why.
+
+They run in a fixed order (status, health, engine, capabilities, capacity) and the first
+failure wins, so a factory is excluded for the most fundamental reason. That order is also
+the funnel `routing.select` walks to explain why nothing was placed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from routing.model import (
+    ACTIVE,
+    CORDONED,
+    REVOKED,
+    Exclusion,
+    FactoryView,
+    JobRequest,
+    RoutingContext,
+)
+
+__all__ = [
+    "Excluded",
+    "capacity_exclusion",
+    "check",
+    "factory_exclusion",
+    "job_exclusion",
+    "seconds_since",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """A failed filter: which one, and the sentence shown to people."""
+
+    kind: Exclusion
+    because: str
+
+
+def seconds_since(now: datetime, then: datetime) -> float:
+    """Elapsed seconds, never negative: a clock skewed into the future counts as fresh."""
+    return max(0.0, (now - then).total_seconds())
+
+
+def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
+    """Status and health: the filters that do not depend on the job."""
+    if factory.status == REVOKED:
+        return Excluded(Exclusion.REVOKED, "revoked")
+    if factory.status == CORDONED:
+        return Excluded(Exclusion.CORDONED, "cordoned by an operator")
+    if factory.status != ACTIVE:
+        return Excluded(Exclusion.INACTIVE, f"status {factory.status} is not active")
+    if not factory.reported_healthy:
+        return Excluded(Exclusion.UNHEALTHY, "reports itself unhealthy")
+    if factory.last_heartbeat_at is None:
+        return Excluded(Exclusion.UNHEALTHY, "has never sent a heartbeat")
+    age = seconds_since(ctx.now, factory.last_heartbeat_at)
+    if age > ctx.unhealthy_after_s:
+        limit = _seconds(ctx.unhealthy_after_s)
+        return Excluded(Exclusion.UNHEALTHY, f"no heartbeat for {_seconds(age)}s (limit {limit}s)")
+    return None
+
+
+def job_exclusion(job: JobRequest, factory: FactoryView) -> Excluded | None:
+    """Engine and capabilities: can this factory run this job at all."""
+    if job.engine not in factory.engines:
+        return Excluded(Exclusion.ENGINE, f"does not offer engine {job.engine}")
+    missing = job.capabilities - factory.labels
+    if missing:
+        return Excluded(Exclusion.CAPABILITIES, f"lacks capabilities {', '.join(sorted(missing))}")
+    return None
+
+
+def capacity_exclusion(factory: FactoryView) -> Excluded | None:
+    """A factory with every slot reserved; checked last, as it is the one a job can wait out."""
+    if factory.reserved < factory.slots:
+        return None
+    if factory.slots <= 0:
+        return Excluded(Exclusion.FULL, "has no slots")
+    if factory.slots == 1:
+        return Excluded(Exclusion.FULL, "its only slot is taken")
+    return Excluded(Exclusion.FULL, f"all {factory.slots} slots taken")
+
+
+def check(
+    job: JobRequest, factory: FactoryView, ctx: RoutingContext, *, capacity: bool = True
+) -> Excluded | None:
+    """The first failing filter, or None when the factory can take the job.
+
+    `capacity=False` skips the slot check, for a slot that is being handed out as it frees.
+    """
+    return (
+        factory_exclusion(factory, ctx)
+        or job_exclusion(job, factory)
+        or (capacity_exclusion(factory) if capacity else None)
+    )
+
+
+def _seconds(value: float) -> str:
+    """42.0 -> "42", 15.25 -> "15.2": whole seconds read better, tenths still matter."""
+    return f"{value:.1f}".removesuffix(".0")
