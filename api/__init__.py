@@ -1,0 +1,1 @@
+"""The HTTP API of the control plane (FastAPI): thin routes over the store and Temporal."""

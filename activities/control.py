@@ -1,0 +1,374 @@
+"""Control-plane activities: the JobWorkflow's hands on the store and on Temporal.
+
+They run on the control-plane worker, next to the workflows, mostly as local activities.
+Each is idempotent (deterministic ids, compare-and-set), because Temporal retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from gigafactory.contracts import (
+    BEGIN_ATTEMPT,
+    CONTROL_TASK_QUEUE,
+    FENCE_REPORT,
+    FINISH_RUN,
+    LOCK_WORKFLOW,
+    RECORD_TRANSITION,
+    REQUEST_LOCK,
+    ROUTE_JOB,
+    SIGNAL_LOCK_ACQUIRE,
+    WORKFLOW_IS_OPEN,
+    BeginAttemptInput,
+    CandidateScore,
+    FenceInput,
+    FinishRunInput,
+    LockWorkflowInput,
+    RequestLockInput,
+    RouteInput,
+    RouteResult,
+    ScoreTerm,
+    TransitionInput,
+    WorkflowIsOpenInput,
+    lock_workflow_id,
+)
+from gigafactory.models import (
+    TERMINAL_STAGES,
+    Event,
+    Factory,
+    Job,
+    Run,
+    SlotReservation,
+    SlotTable,
+    Stage,
+)
+from gigafactory.store.backend import NotFound
+from gigafactory.store.fleet_store import FleetStore, StaleEpoch
+from gigafactory.wake import wake_waiting_jobs
+from routing import (
+    FactoryView,
+    FleetWeights,
+    JobRequest,
+    RoutingContext,
+    select_factory,
+)
+
+__all__ = ["ControlActivities"]
+
+logger = logging.getLogger(__name__)
+
+# A reservation younger than this is never reaped: its job may be between routing and
+# recording its attempt.
+REAP_AFTER = timedelta(seconds=30)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ControlActivities:
+    """Activities of the control-plane worker; built once with the store and the client."""
+
+    def __init__(
+        self,
+        store: FleetStore,
+        client: Client,
+        *,
+        unhealthy_after_s: float = 20.0,
+        weights: FleetWeights | None = None,
+        task_queue: str = CONTROL_TASK_QUEUE,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.unhealthy_after_s = unhealthy_after_s
+        self.weights = weights or FleetWeights()
+        self.task_queue = task_queue
+        self.clock = clock
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity, for worker registration."""
+        return [
+            self.route_job,
+            self.record_transition,
+            self.begin_attempt,
+            self.finish_run,
+            self.request_lock,
+            self.workflow_is_open,
+            self.fence_report,
+        ]
+
+    # --- routing ------------------------------------------------------------------------------
+    @activity.defn(name=ROUTE_JOB)
+    async def route_job(self, inp: RouteInput) -> RouteResult:
+        """Score the fleet for one job and reserve a slot on the best factory that has one."""
+        now = self.clock()
+        factories = {f.id: f for f in await self.store.list_factories()}
+        tables = {t.factory_id: t for t in await self.store.list_slot_tables()}
+        views = [self._view(f, tables.get(f.id), inp.job_id) for f in factories.values()]
+        request = JobRequest(
+            job_id=inp.job_id,
+            engine=inp.engine,
+            capabilities=frozenset(inp.capabilities),
+            priority=inp.priority.value,
+            waiting_since=inp.waiting_since,
+        )
+        ctx = RoutingContext(now=now, unhealthy_after_s=self.unhealthy_after_s)
+        decision = select_factory(request, views, ctx, self.weights)
+        candidates = [_candidate(c) for c in decision.candidates]
+
+        eligible = [c.factory_id for c in candidates if c.eligible]
+        ordered = [f for f in eligible if f not in inp.avoid_factories] + [
+            f for f in eligible if f in inp.avoid_factories
+        ]
+        reservation = SlotReservation(
+            job_id=inp.job_id,
+            product_id=inp.product_id,
+            epoch=inp.epoch,
+            priority=inp.priority,
+            reserved_at=now,
+        )
+        for factory_id in ordered:
+            if await self.store.reserve_slot(factory_id, factories[factory_id].slots, reservation):
+                score = next(c.score for c in candidates if c.factory_id == factory_id)
+                return RouteResult(factory_id=factory_id, score=score, candidates=candidates)
+
+        # Nothing free: drop reservations left behind by jobs that ended without freeing
+        # them (a terminated workflow), then try once more.
+        if await self._reap(factories, tables, now, inp.job_id):
+            return await self.route_job(inp)
+        reason = decision.reason or (
+            f"all factories offering engine {inp.engine} are full" if eligible else None
+        )
+        return RouteResult(
+            candidates=candidates, waiting_reason=reason or "no factory has a free slot"
+        )
+
+    def _view(self, factory: Factory, table: SlotTable | None, job_id: str) -> FactoryView:
+        # The job's own reservation (a retried activity) does not count against it.
+        reserved = sum(1 for r in (table.reservations if table else []) if r.job_id != job_id)
+        return FactoryView(
+            id=factory.id,
+            engines=frozenset(factory.engines),
+            labels=frozenset(factory.labels),
+            slots=factory.slots,
+            reserved=reserved,
+            status=factory.status.value,
+            last_heartbeat_at=factory.last_heartbeat_at,
+            reported_healthy=factory.healthy,
+            cost_rate_usd_per_hour=factory.cost_rate_usd_per_hour,
+        )
+
+    async def _reap(
+        self,
+        factories: dict[str, Factory],
+        tables: dict[str, SlotTable],
+        now: datetime,
+        job_id: str,
+    ) -> bool:
+        reaped = False
+        for factory_id, table in tables.items():
+            factory = factories.get(factory_id)
+            if factory is None or len(table.reservations) < factory.slots:
+                continue
+            for r in table.reservations:
+                if r.job_id == job_id or now - r.reserved_at < REAP_AFTER:
+                    continue
+                if await self._reservation_is_stale(r):
+                    logger.warning("reaping stale slot of %s on %s", r.job_id, factory_id)
+                    reaped |= await self.store.release_slot(factory_id, r.job_id, r.epoch)
+        return reaped
+
+    async def _reservation_is_stale(self, r: SlotReservation) -> bool:
+        try:
+            job = await self.store.get_job(r.job_id, r.product_id)
+        except NotFound:
+            return True
+        if job.stage in TERMINAL_STAGES or r.epoch < job.lease_epoch:
+            return True
+        return not await self._is_open(job.workflow_id)
+
+    # --- projections --------------------------------------------------------------------------
+    @activity.defn(name=RECORD_TRANSITION)
+    async def record_transition(self, inp: TransitionInput) -> None:
+        """Append the event and move the job's projection (both idempotent)."""
+        previous: list[Stage] = []
+
+        def mutate(job: Job) -> Job:
+            previous.append(job.stage)
+            if inp.stage is None:
+                return job
+            job.stage = inp.stage
+            job.wait_reason = inp.wait_reason
+            job.stage_reason = inp.reason
+            job.updated_at = inp.at
+            if inp.factory_id is not None:
+                job.factory_id = inp.factory_id
+            if inp.epoch is not None:
+                job.lease_epoch = max(job.lease_epoch, inp.epoch)
+            if inp.stage == Stage.RUNNING and job.started_at is None:
+                job.started_at = inp.at
+            if inp.stage in TERMINAL_STAGES:
+                job.finished_at = inp.at
+            if inp.cost_usd is not None:
+                job.cost_usd = inp.cost_usd
+            if inp.exit_code is not None:
+                job.exit_code = inp.exit_code
+            return job
+
+        if inp.stage is not None:
+            await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        await self.store.append_event(
+            Event(
+                id=inp.event_id,
+                job_id=inp.job_id,
+                product_id=inp.product_id,
+                at=inp.at,
+                kind=inp.kind,
+                actor=inp.actor,
+                stage=inp.stage,
+                from_stage=previous[0] if previous and previous[0] != inp.stage else None,
+                reason=inp.reason,
+                epoch=inp.epoch,
+                data=inp.data,
+            )
+        )
+
+    @activity.defn(name=BEGIN_ATTEMPT)
+    async def begin_attempt(self, inp: BeginAttemptInput) -> None:
+        """Open lease `epoch`: the job's epoch moves on (older reports are fenced from now)."""
+        previous: list[Stage] = []
+
+        def mutate(job: Job) -> Job:
+            previous.append(job.stage)
+            job.lease_epoch = max(job.lease_epoch, inp.epoch)
+            job.attempts = max(job.attempts, inp.epoch)
+            job.factory_id = inp.factory_id
+            job.stage = Stage.DISPATCHED
+            job.wait_reason = None
+            job.stage_reason = f"dispatched to {inp.factory_id}"
+            job.updated_at = inp.at
+            return job
+
+        await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        await self.store.upsert_run(
+            Run(
+                id=f"{inp.job_id}.{inp.epoch}",
+                job_id=inp.job_id,
+                product_id=inp.product_id,
+                epoch=inp.epoch,
+                factory_id=inp.factory_id,
+                engine=inp.engine,
+                started_at=inp.at,
+            )
+        )
+        await self.store.append_event(
+            Event(
+                id=inp.event_id,
+                job_id=inp.job_id,
+                product_id=inp.product_id,
+                at=inp.at,
+                kind="stage",
+                actor="workflow",
+                stage=Stage.DISPATCHED,
+                from_stage=previous[0] if previous else None,
+                reason=f"dispatched to {inp.factory_id} under lease epoch {inp.epoch}",
+                epoch=inp.epoch,
+                data=inp.data,
+            )
+        )
+
+    @activity.defn(name=FINISH_RUN)
+    async def finish_run(self, inp: FinishRunInput) -> None:
+        """Record how an attempt ended, free its slot and wake jobs waiting for one."""
+        run_id = f"{inp.job_id}.{inp.epoch}"
+        await self.store.upsert_run(
+            Run(
+                id=run_id,
+                job_id=inp.job_id,
+                product_id=inp.product_id,
+                epoch=inp.epoch,
+                factory_id=inp.factory_id,
+                engine=inp.engine,
+                started_at=inp.started_at,
+                finished_at=inp.finished_at,
+                outcome=inp.outcome,
+                exit_code=inp.exit_code,
+                cost_usd=inp.cost_usd,
+                cost_estimated=inp.cost_estimated,
+                reason=inp.reason,
+                checkpoint=inp.checkpoint,
+            )
+        )
+        # The job's cost is the sum over its runs, so a retried activity counts nothing twice.
+        runs = await self.store.list_runs(inp.job_id, inp.product_id)
+        total = sum(r.cost_usd for r in runs)
+
+        def mutate(job: Job) -> Job:
+            job.cost_usd = total
+            if inp.exit_code is not None:
+                job.exit_code = inp.exit_code
+            return job
+
+        await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        if await self.store.release_slot(inp.factory_id, inp.job_id, inp.epoch):
+            await wake_waiting_jobs(self.store, self.client, f"slot freed on {inp.factory_id}")
+
+    @activity.defn(name=FENCE_REPORT)
+    async def fence_report(self, inp: FenceInput) -> None:
+        """Record a stale report (the store counts it and writes a `fenced` event)."""
+        try:
+            await self.store.check_epoch(
+                inp.job_id, inp.product_id, inp.epoch, actor=inp.actor, what=inp.what, at=inp.at
+            )
+        except StaleEpoch:
+            pass
+
+    # --- Temporal -----------------------------------------------------------------------------
+    @activity.defn(name=REQUEST_LOCK)
+    async def request_lock(self, inp: RequestLockInput) -> None:
+        """Signal-with-start the lock's workflow (workflows cannot signal-with-start)."""
+        await self.client.start_workflow(
+            LOCK_WORKFLOW,
+            LockWorkflowInput(lock=inp.lock),
+            id=lock_workflow_id(inp.lock),
+            task_queue=self.task_queue,
+            start_signal=SIGNAL_LOCK_ACQUIRE,
+            start_signal_args=[inp.request],
+            static_summary=f"named lock {inp.lock}",
+        )
+
+    @activity.defn(name=WORKFLOW_IS_OPEN)
+    async def workflow_is_open(self, inp: WorkflowIsOpenInput) -> bool:
+        """Whether a workflow is still running (a lock held by a closed one is released)."""
+        return await self._is_open(inp.workflow_id)
+
+    async def _is_open(self, workflow_id: str) -> bool:
+        try:
+            description = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+
+def _candidate(c: Any) -> CandidateScore:
+    """The routing module's candidate as the wire type the workflow records."""
+    return CandidateScore(
+        factory_id=c.factory_id,
+        eligible=c.eligible,
+        score=c.score,
+        breakdown=[
+            ScoreTerm(term=t.term, value=t.value, weight=t.weight, contribution=t.contribution)
+            for t in c.breakdown
+        ],
+        excluded_because=c.excluded_because,
+    )

@@ -1,0 +1,356 @@
+"""Request and response models of the HTTP API (camelCase on the wire).
+
+Kept apart from the storage models in `gigafactory.models`: responses never carry token
+or key hashes, and a stored field can change without changing the API.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AliasChoices, ConfigDict, Field, ValidationError, field_validator
+
+from gigafactory.models import (
+    CamelModel,
+    DependencyKind,
+    FactoryStatus,
+    JobSpec,
+    Priority,
+    Role,
+    RunOutcome,
+    Stage,
+    WaitReason,
+)
+
+__all__ = [
+    "ApiKeyCreated",
+    "ApiKeyList",
+    "ApiKeyOut",
+    "ArtifactList",
+    "ArtifactOut",
+    "ChildIn",
+    "CreateApiKey",
+    "EnrollRequest",
+    "EnrollmentTokenOut",
+    "EventList",
+    "EventOut",
+    "FactoryList",
+    "FactoryOut",
+    "FactoryTokenOut",
+    "Health",
+    "HeartbeatRequest",
+    "JobAction",
+    "JobList",
+    "JobOut",
+    "LogChunkIn",
+    "LogChunkOut",
+    "LogOut",
+    "RunList",
+    "RunOut",
+    "SubmitJob",
+]
+
+FACTORY_ID_PATTERN = r"^[a-z0-9-]{1,40}$"
+
+
+class RequestModel(CamelModel):
+    """Base of request bodies: unknown fields are refused, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+class ChildIn(RequestModel):
+    """A subtask in a submit request (accepted by the schema, refused until DAGs land)."""
+
+    id: str
+    depends_on: list[str] = Field(default_factory=list)
+    dependency_kind: DependencyKind = DependencyKind.SUCCEEDED
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmitJob(RequestModel):
+    """Submit a job: the job's fields, or `spec` (job-spec Markdown) plus fields overriding it.
+
+    `null` means "not given". `timeout` takes seconds or a duration such as "90s", "15m",
+    "10h" or "1d". `productId` may be left out when the key has exactly one product.
+    """
+
+    spec: str | None = Field(default=None, description="A job-spec Markdown file, as text.")
+    engine: str | None = None
+    prompt: str | None = None
+    cwd: str | None = None
+    yolo: bool | None = None
+    lock: str | None = None
+    timeout: str | float | None = Field(
+        default=None, validation_alias=AliasChoices("timeout", "timeoutS", "timeout_s")
+    )
+    priority: Priority | None = None
+    product_id: str | None = None
+    title: str | None = None
+    capabilities: list[str] | None = None
+    labels: dict[str, str] | None = None
+    estimated_cost_usd: float | None = None
+    params: dict[str, Any] | None = None
+    children: list[ChildIn] | None = None
+
+    def job_fields(self) -> dict[str, Any]:
+        """The job fields given, in camelCase, without `spec` and without nulls."""
+        return self.model_dump(
+            by_alias=True, exclude_unset=True, exclude_none=True, exclude={"spec"}
+        )
+
+
+class JobOut(CamelModel):
+    """A job as the API shows it."""
+
+    id: str
+    product_id: str
+    workflow_id: str
+    spec: JobSpec
+    stage: Stage
+    wait_reason: WaitReason | None = None
+    stage_reason: str | None = None
+    lease_epoch: int = 0
+    factory_id: str | None = None
+    parent_id: str | None = None
+    submitted_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cost_usd: float = 0.0
+    exit_code: int | None = None
+    attempts: int = 0
+    fenced_reports: int = 0
+
+
+class JobList(CamelModel):
+    """A page of jobs, newest first; pass `continuation` back for the next page."""
+
+    items: list[JobOut]
+    continuation: str | None = None
+
+
+class JobAction(RequestModel):
+    """Change a job: `cancel` it (submitters) or `ship` a succeeded one (operators)."""
+
+    action: Literal["cancel", "ship"]
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class EventOut(CamelModel):
+    """One thing that happened to a job."""
+
+    id: str
+    job_id: str
+    product_id: str
+    at: datetime
+    kind: str
+    actor: str
+    stage: Stage | None = None
+    from_stage: Stage | None = None
+    reason: str | None = None
+    epoch: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventList(CamelModel):
+    """A job's events, oldest first."""
+
+    items: list[EventOut]
+    continuation: str | None = None
+
+
+class RunOut(CamelModel):
+    """One attempt of a job on a factory."""
+
+    id: str
+    job_id: str
+    product_id: str
+    epoch: int
+    factory_id: str
+    engine: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: RunOutcome | None = None
+    exit_code: int | None = None
+    cost_usd: float = 0.0
+    cost_estimated: bool = False
+    reason: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+class RunList(CamelModel):
+    """A job's runs by lease epoch."""
+
+    items: list[RunOut]
+
+
+# --- logs -------------------------------------------------------------------------------------
+class LogChunkIn(RequestModel):
+    """A factory's log report for lease `epoch`; the same (epoch, seq) twice is stored once."""
+
+    product_id: str
+    epoch: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    text: str = Field(max_length=1_000_000)
+
+
+class LogChunkOut(CamelModel):
+    """A piece of a run's log."""
+
+    epoch: int
+    seq: int
+    at: datetime
+    text: str
+
+
+class LogOut(CamelModel):
+    """Log chunks in (epoch, seq) order, joined in `text`; poll with `afterSeq=nextSeq`."""
+
+    items: list[LogChunkOut]
+    text: str
+    next_seq: int = Field(
+        description="The afterSeq of the next poll: the last seq returned (or the one asked)."
+    )
+
+
+# --- artifacts --------------------------------------------------------------------------------
+class ArtifactOut(CamelModel):
+    """Metadata of a file a job produced; GET `.../content` for its bytes."""
+
+    id: str
+    job_id: str
+    product_id: str
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    epoch: int | None = None
+    created_at: datetime
+    uploaded_by: str
+
+
+class ArtifactList(CamelModel):
+    """A job's artifacts, oldest first."""
+
+    items: list[ArtifactOut]
+
+
+# --- factories --------------------------------------------------------------------------------
+class EnrollmentTokenOut(CamelModel):
+    """A one-time enrollment token, shown once."""
+
+    token: str
+    expires_at: datetime
+
+
+class EnrollRequest(RequestModel):
+    """A new (or re-enrolling) factory presents its enrollment token."""
+
+    enrollment_token: str
+    factory_id: str = Field(pattern=FACTORY_ID_PATTERN)
+    engines: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    slots: int = Field(default=1, ge=0, le=1024)
+    hostname: str | None = Field(default=None, max_length=255)
+    cost_rate_usd_per_hour: float = Field(default=0.0, ge=0)
+
+
+class FactoryTokenOut(CamelModel):
+    """A factory token, shown once."""
+
+    factory_id: str
+    factory_token: str
+
+
+class HeartbeatRequest(RequestModel):
+    """What a factory reports every few seconds."""
+
+    engines: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    slots: int = Field(default=1, ge=0, le=1024)
+    healthy: bool = True
+    running: int = Field(default=0, ge=0)
+
+
+class FactoryOut(CamelModel):
+    """A factory as operators see it."""
+
+    id: str
+    engines: list[str]
+    labels: list[str]
+    slots: int
+    slots_in_use: int
+    status: FactoryStatus
+    hostname: str | None = None
+    enrolled_at: datetime
+    last_heartbeat_at: datetime | None = None
+    healthy: bool = Field(
+        description="Reported healthy at a heartbeat younger than the unhealthy threshold."
+    )
+    reported_healthy: bool
+    running: int
+    cost_rate_usd_per_hour: float
+
+
+class FactoryList(CamelModel):
+    """Every factory, by id."""
+
+    items: list[FactoryOut]
+
+
+# --- keys -------------------------------------------------------------------------------------
+class CreateApiKey(RequestModel):
+    """A new API key: its name, role and the products it may see ("*" for all)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    products: list[str] = Field(min_length=1)
+
+    @field_validator("products")
+    @classmethod
+    def _product_shapes(cls, products: list[str]) -> list[str]:
+        for product in products:
+            if product == "*":
+                continue
+            # The same rule as a job's productId, so every granted product is usable.
+            try:
+                JobSpec(engine="shell", prompt="-", product_id=product)
+            except ValidationError as err:
+                raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return products
+
+
+class ApiKeyOut(CamelModel):
+    """An API key without its secret."""
+
+    id: str
+    name: str
+    role: Role
+    products: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new API key; `key` is shown this once and never stored."""
+
+    key: str
+
+
+class ApiKeyList(CamelModel):
+    """Every API key, by id."""
+
+    items: list[ApiKeyOut]
+
+
+# --- health -----------------------------------------------------------------------------------
+class Health(CamelModel):
+    """Whether the store and Temporal are reachable."""
+
+    status: Literal["ok", "degraded"]
+    store: str
+    temporal: str

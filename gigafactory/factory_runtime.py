@@ -1,0 +1,158 @@
+"""A factory process: enrollment, the heartbeat loop and its Temporal worker.
+
+The factory talks to the control plane only through the API (factory token) and to
+Temporal only through its own task queue, so it can run on any machine that reaches both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from activities.engines.registry import ENGINES, available_engines
+from activities.factory import FactoryActivities
+from activities.reporter import HttpReporter
+from gigafactory.settings import Settings
+from gigafactory.workers import factory_worker
+
+__all__ = ["FactoryRevoked", "FactoryRuntime", "enroll_factory", "token_path"]
+
+logger = logging.getLogger(__name__)
+
+
+class FactoryRevoked(Exception):
+    """The control plane refused this factory's token (revoked or rotated away)."""
+
+
+def token_path(settings: Settings, factory_id: str) -> Path:
+    """Where `factory enroll` keeps a factory's token for `factory run`."""
+    return settings.data_dir / "factories" / f"{factory_id}.token"
+
+
+async def enroll_factory(
+    api_url: str,
+    enrollment_token: str,
+    *,
+    factory_id: str,
+    engines: Sequence[str],
+    labels: Sequence[str],
+    slots: int,
+    cost_rate_usd_per_hour: float = 0.0,
+) -> str:
+    """Exchange a one-time enrollment token for a factory token.
+
+    Raises:
+        RuntimeError: the API refused, with its message.
+    """
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        response = await http.post(
+            "/fleet/factories/enroll",
+            json={
+                "enrollmentToken": enrollment_token,
+                "factoryId": factory_id,
+                "engines": list(engines),
+                "labels": list(labels),
+                "slots": slots,
+                "hostname": socket.gethostname(),
+                "costRateUsdPerHour": cost_rate_usd_per_hour,
+            },
+        )
+    if response.status_code >= 400:
+        raise RuntimeError(f"enrollment refused ({response.status_code}): {_message(response)}")
+    token = response.json()["factoryToken"]
+    assert isinstance(token, str)
+    return token
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+        return str(body.get("error", {}).get("message") or body)
+    except ValueError:
+        return response.text
+
+
+class FactoryRuntime:
+    """Runs one factory: heartbeats capacity and health, and polls `factory-<id>`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        *,
+        factory_id: str,
+        token: str,
+        engines: Sequence[str] | None,
+        labels: Sequence[str],
+        slots: int,
+        api_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.factory_id = factory_id
+        self.token = token
+        self.engines = available_engines(engines, os.environ.get("PATH"))
+        self.labels = list(labels)
+        self.slots = slots
+        self.api_url = api_url or settings.resolved_api_url
+        self.activities = FactoryActivities(
+            factory_id,
+            HttpReporter(self.api_url, token),
+            settings.workspace_dir / factory_id,
+            log_chunk_interval_s=settings.log_chunk_interval_s,
+            stop_grace_s=settings.stop_grace_s,
+            engines={name: ENGINES[name] for name in self.engines},
+        )
+
+    async def heartbeat(self, http: httpx.AsyncClient) -> None:
+        """Report engines, labels, slots and health once.
+
+        Raises:
+            FactoryRevoked: the token is no longer accepted.
+        """
+        response = await http.post(
+            "/fleet/factories/heartbeat",
+            headers={"Authorization": f"Bearer {self.token}"},
+            json={
+                "engines": self.engines,
+                "labels": self.labels,
+                "slots": self.slots,
+                "healthy": True,
+                "running": 0,
+            },
+        )
+        if response.status_code == 401:
+            raise FactoryRevoked(f"factory {self.factory_id}: {_message(response)}")
+        response.raise_for_status()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set (or forever); heartbeat failures other than 401 are retried."""
+        stop = stop or asyncio.Event()
+        worker = factory_worker(self.client, self.factory_id, self.slots, self.activities)
+        logger.info(
+            "factory %s: engines %s, labels %s, %d slots",
+            self.factory_id,
+            ",".join(self.engines),
+            ",".join(self.labels) or "-",
+            self.slots,
+        )
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as http, worker:
+            while not stop.is_set():
+                try:
+                    await self.heartbeat(http)
+                except httpx.HTTPError as err:
+                    logger.warning("factory %s: heartbeat failed: %s", self.factory_id, err)
+                try:
+                    await asyncio.wait_for(
+                        stop.wait(), timeout=self.settings.factory_heartbeat_interval_s
+                    )
+                except TimeoutError:
+                    pass

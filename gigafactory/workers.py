@@ -1,0 +1,50 @@
+"""Building the two kinds of Temporal worker: the control plane's and a factory's."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.control import ControlActivities
+from activities.factory import FactoryActivities
+from gigafactory.contracts import factory_task_queue
+from gigafactory.settings import Settings
+from gigafactory.store.fleet_store import FleetStore
+from workflows import WORKFLOWS
+
+__all__ = ["control_worker", "factory_worker"]
+
+
+def control_worker(
+    client: Client,
+    store: FleetStore,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+) -> Worker:
+    """The worker that runs every workflow and the control-plane activities."""
+    task_queue = task_queue or settings.control_task_queue
+    activities = ControlActivities(
+        store,
+        client,
+        unhealthy_after_s=settings.factory_unhealthy_after_s,
+        task_queue=task_queue,
+    )
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+    )
+
+
+def factory_worker(
+    client: Client, factory_id: str, slots: int, activities: FactoryActivities
+) -> Worker:
+    """A factory's worker: its own task queue, exactly `slots` concurrent agents."""
+    return Worker(
+        client,
+        task_queue=factory_task_queue(factory_id),
+        activities=[activities.run_agent],
+        max_concurrent_activities=slots,
+    )

@@ -1,0 +1,499 @@
+"""JobWorkflow: one job, from its lock to a terminal stage.
+
+Leaf path: named lock -> routing (a slot reserved on a factory) -> `run_agent` on that
+factory's task queue under a new lease epoch -> record the run -> terminal stage.
+A lost factory (heartbeat or dispatch timeout) requeues the job with epoch + 1; a
+cancellation stops the agent, frees the slot and the lock, and ends `cancelled`.
+
+Every store write is a local activity (fast, few history events); the workflow is the one
+writer of its job's stage, so the projection, the events and the search attributes agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError,
+    TimeoutType,
+)
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from gigafactory.contracts import (
+        BEGIN_ATTEMPT,
+        FENCE_REPORT,
+        FINISH_RUN,
+        JOB_WORKFLOW,
+        QUERY_STATUS,
+        RECORD_TRANSITION,
+        REQUEST_LOCK,
+        ROUTE_JOB,
+        RUN_AGENT,
+        SIGNAL_AGENT_STARTED,
+        SIGNAL_LOCK_GRANTED,
+        SIGNAL_LOCK_RELEASE,
+        SIGNAL_WAKE,
+        AgentStarted,
+        BeginAttemptInput,
+        FenceInput,
+        FinishRunInput,
+        JobStatus,
+        JobWorkflowInput,
+        JobWorkflowResult,
+        LockGranted,
+        LockRelease,
+        LockRequest,
+        RequestLockInput,
+        RouteInput,
+        RouteResult,
+        RunAgentInput,
+        RunAgentResult,
+        TransitionInput,
+        WakeSignal,
+        factory_task_queue,
+        lock_workflow_id,
+    )
+    from gigafactory.models import RunOutcome, Stage, WaitReason
+    from gigafactory.policies import (
+        AGENT_RETRY,
+        CONTROL_RETRY,
+        CONTROL_SCHEDULE_TO_CLOSE,
+        CONTROL_START_TO_CLOSE,
+        agent_start_to_close,
+    )
+    from gigafactory.search_attributes import FLEET_FACTORY_ID, FLEET_STAGE
+
+__all__ = ["JobWorkflow"]
+
+
+class _Lost(Exception):
+    """An attempt ended without a verdict (the factory vanished): requeue the job."""
+
+    def __init__(self, factory_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.factory_id = factory_id
+        self.reason = reason
+
+
+@workflow.defn(name=JOB_WORKFLOW)
+class JobWorkflow:
+    """Runs one job to a terminal stage."""
+
+    def __init__(self) -> None:
+        self._inp: JobWorkflowInput | None = None
+        self._stage = Stage.QUEUED
+        self._wait_reason: WaitReason | None = None
+        self._reason: str | None = None
+        self._epoch = 0
+        self._factory_id: str | None = None
+        self._woken = False
+        self._lock_granted = False
+        self._started_epochs: set[int] = set()
+        self._cost = 0.0
+        self._exit_code: int | None = None
+        # Serialises transitions between the main coroutine and async signal handlers.
+        self._transition_lock = asyncio.Lock()
+
+    # --- handlers -----------------------------------------------------------------------------
+    @workflow.signal(name=SIGNAL_WAKE)
+    def wake(self, signal: WakeSignal) -> None:
+        """Capacity may have freed: retry routing now instead of at the next re-check."""
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_LOCK_GRANTED)
+    def lock_granted(self, grant: LockGranted) -> None:
+        """The LockWorkflow gave us the lock."""
+        self._lock_granted = True
+
+    @workflow.signal(name=SIGNAL_AGENT_STARTED)
+    async def agent_started(self, started: AgentStarted) -> None:
+        """The factory started the agent: `running` if it is the current lease, else fence it."""
+        if started.epoch < self._epoch:
+            await self._local(
+                FENCE_REPORT,
+                FenceInput(
+                    job_id=self._job.job_id,
+                    product_id=self._job.product_id,
+                    epoch=started.epoch,
+                    actor=f"factory:{started.factory_id}",
+                    what="agent started",
+                    at=workflow.now(),
+                ),
+            )
+            return
+        self._started_epochs.add(started.epoch)
+        if started.epoch == self._epoch and self._stage == Stage.DISPATCHED:
+            await self._transition(
+                Stage.RUNNING, reason=f"agent started on {started.factory_id}", epoch=started.epoch
+            )
+
+    @workflow.query(name=QUERY_STATUS)
+    def status(self) -> JobStatus:
+        """The workflow's own view of the job."""
+        return JobStatus(
+            job_id=self._inp.job_id if self._inp else "",
+            stage=self._stage,
+            wait_reason=self._wait_reason,
+            reason=self._reason,
+            lease_epoch=self._epoch,
+            factory_id=self._factory_id,
+        )
+
+    # --- main ---------------------------------------------------------------------------------
+    @property
+    def _job(self) -> JobWorkflowInput:
+        assert self._inp is not None
+        return self._inp
+
+    @workflow.run
+    async def run(self, inp: JobWorkflowInput) -> JobWorkflowResult:
+        self._inp = inp
+        self._epoch = inp.lease_epoch
+        lock_requested = False
+        try:
+            if inp.spec.lock:
+                lock_requested = True
+                await self._acquire_lock(inp.spec.lock)
+            await self._run_attempts()
+        except asyncio.CancelledError:
+            await self._transition(Stage.CANCELLED, reason="cancelled")
+            raise
+        finally:
+            if lock_requested and inp.spec.lock:
+                await self._release_lock(inp.spec.lock)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        return JobWorkflowResult(
+            job_id=inp.job_id,
+            product_id=inp.product_id,
+            stage=self._stage,
+            reason=self._reason,
+            lease_epoch=self._epoch,
+            factory_id=self._factory_id,
+            exit_code=self._exit_code,
+            cost_usd=self._cost,
+        )
+
+    async def _run_attempts(self) -> None:
+        lost = 0
+        avoid: list[str] = []
+        checkpoint = self._job.checkpoint
+        while True:
+            route = await self._place(avoid)
+            assert route.factory_id is not None
+            try:
+                await self._attempt(route, checkpoint)
+                return
+            except _Lost as err:
+                lost += 1
+                avoid = [err.factory_id]
+                if lost >= self._job.timing.max_lost_attempts:
+                    await self._transition(
+                        Stage.FAILED, reason=f"gave up after {lost} lost attempts: {err.reason}"
+                    )
+                    return
+                await self._transition(
+                    Stage.QUEUED, reason=f"requeued: {err.reason}", kind="requeued"
+                )
+
+    async def _place(self, avoid: list[str]) -> RouteResult:
+        """Route until a slot is reserved, waiting (woken or on a timer) while nothing fits."""
+        spec = self._job.spec
+        first = True
+        while True:
+            route: RouteResult = await self._local(
+                ROUTE_JOB,
+                RouteInput(
+                    job_id=self._job.job_id,
+                    product_id=self._job.product_id,
+                    epoch=self._epoch + 1,
+                    engine=spec.engine,
+                    capabilities=spec.capabilities,
+                    priority=spec.priority,
+                    # The factory that just lost the job is tried last, once.
+                    avoid_factories=avoid if first else [],
+                ),
+                result_type=RouteResult,
+            )
+            first = False
+            if route.factory_id is not None:
+                return route
+            reason = route.waiting_reason or "no factory has a free slot"
+            if self._stage != Stage.WAITING or self._reason != reason:
+                await self._transition(
+                    Stage.WAITING,
+                    wait_reason=WaitReason.CAPACITY,
+                    reason=reason,
+                    data={"candidates": [c.wire() for c in route.candidates]},
+                )
+            self._woken = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._woken,
+                    timeout=timedelta(seconds=self._job.timing.capacity_recheck_s),
+                )
+            except builtins.TimeoutError:
+                pass
+
+    async def _attempt(self, route: RouteResult, checkpoint: dict[str, Any] | None) -> None:
+        """Run the agent once on the routed factory under a new lease epoch."""
+        job, timing = self._job, self._job.timing
+        factory_id = route.factory_id
+        assert factory_id is not None
+        epoch = self._epoch + 1
+        started_at = workflow.now()
+        async with self._transition_lock:
+            self._epoch = epoch
+            self._factory_id = factory_id
+            await self._local(
+                BEGIN_ATTEMPT,
+                BeginAttemptInput(
+                    job_id=job.job_id,
+                    product_id=job.product_id,
+                    epoch=epoch,
+                    factory_id=factory_id,
+                    engine=job.spec.engine,
+                    at=started_at,
+                    event_id=str(workflow.uuid4()),
+                    data={"score": route.score, "candidates": [c.wire() for c in route.candidates]},
+                ),
+            )
+            self._set_stage(Stage.DISPATCHED, None, f"dispatched to {factory_id}")
+
+        handle = workflow.start_activity(
+            RUN_AGENT,
+            RunAgentInput(
+                job_id=job.job_id,
+                product_id=job.product_id,
+                epoch=epoch,
+                spec=job.spec,
+                checkpoint=checkpoint,
+            ),
+            result_type=RunAgentResult,
+            task_queue=factory_task_queue(factory_id),
+            start_to_close_timeout=agent_start_to_close(job.spec.timeout_s, timing.stop_grace_s),
+            schedule_to_start_timeout=timedelta(seconds=timing.dispatch_timeout_s),
+            heartbeat_timeout=timedelta(seconds=timing.lease_heartbeat_timeout_s),
+            retry_policy=AGENT_RETRY,
+            # Free the slot only once the agent has really stopped.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        try:
+            result = await handle
+        except asyncio.CancelledError:
+            handle.cancel()
+            result = await self._drain(handle, started_at)
+            await self._finish(factory_id, epoch, started_at, result, override=RunOutcome.CANCELLED)
+            raise
+        except ActivityError as err:
+            result, lost_reason = self._classify_failure(err, factory_id, started_at)
+            await self._finish(factory_id, epoch, started_at, result)
+            if lost_reason is not None:
+                raise _Lost(factory_id, lost_reason) from err
+            await self._transition(Stage.FAILED, reason=result.reason)
+            return
+
+        await self._finish(factory_id, epoch, started_at, result)
+        if result.outcome == RunOutcome.SUCCEEDED:
+            await self._transition(Stage.SUCCEEDED, reason="agent succeeded")
+        elif result.outcome == RunOutcome.CANCELLED:
+            # The agent was stopped on our behalf (workflow cancel raced its completion).
+            raise asyncio.CancelledError()
+        else:
+            await self._transition(Stage.FAILED, reason=result.reason or str(result.outcome))
+
+    async def _drain(self, handle: Any, started_at: Any) -> RunAgentResult:
+        """Wait for a cancelled agent to stop; whatever it returns or raises is its result."""
+        try:
+            result: RunAgentResult = await handle
+            return result
+        except (ActivityError, asyncio.CancelledError) as err:
+            return RunAgentResult(
+                outcome=RunOutcome.CANCELLED,
+                reason=f"cancelled: {err}",
+                started_at=started_at,
+                finished_at=workflow.now(),
+            )
+
+    def _classify_failure(
+        self, err: ActivityError, factory_id: str, started_at: Any
+    ) -> tuple[RunAgentResult, str | None]:
+        """Turn an activity failure into a run result, and a requeue reason if it was lost."""
+        cause = err.cause
+        now = workflow.now()
+        timing = self._job.timing
+        if isinstance(cause, TimeoutError):
+            if cause.type == TimeoutType.HEARTBEAT:
+                reason = (
+                    f"factory {factory_id} stopped heartbeating "
+                    f"(lease of {timing.lease_heartbeat_timeout_s:g}s expired)"
+                )
+                return self._lost_result(reason, started_at, now), reason
+            if cause.type == TimeoutType.SCHEDULE_TO_START:
+                reason = (
+                    f"factory {factory_id} did not pick the job up within "
+                    f"{timing.dispatch_timeout_s:g}s"
+                )
+                return self._lost_result(reason, started_at, now), reason
+            reason = f"timed out after {self._job.spec.timeout_s:g}s"
+            return (
+                RunAgentResult(
+                    outcome=RunOutcome.TIMED_OUT,
+                    reason=reason,
+                    started_at=started_at,
+                    finished_at=now,
+                ),
+                None,
+            )
+        if isinstance(cause, ApplicationError) and cause.type == "Fenced":
+            reason = f"factory {factory_id} reported a stale lease: {cause.message}"
+            return self._lost_result(reason, started_at, now), reason
+        if isinstance(cause, CancelledError):
+            reason = f"run on {factory_id} was cancelled by the factory"
+            return self._lost_result(reason, started_at, now), reason
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        return (
+            RunAgentResult(
+                outcome=RunOutcome.FAILED,
+                reason=f"run_agent failed on {factory_id}: {message}",
+                started_at=started_at,
+                finished_at=now,
+            ),
+            None,
+        )
+
+    @staticmethod
+    def _lost_result(reason: str, started_at: Any, now: Any) -> RunAgentResult:
+        return RunAgentResult(
+            outcome=RunOutcome.LOST, reason=reason, started_at=started_at, finished_at=now
+        )
+
+    async def _finish(
+        self,
+        factory_id: str,
+        epoch: int,
+        started_at: Any,
+        result: RunAgentResult,
+        override: RunOutcome | None = None,
+    ) -> None:
+        """Record the run, free its slot and wake whoever waits for one."""
+        job = self._job
+        outcome = override or result.outcome
+        self._cost += result.cost_usd
+        self._exit_code = result.exit_code
+        await self._local(
+            FINISH_RUN,
+            FinishRunInput(
+                job_id=job.job_id,
+                product_id=job.product_id,
+                epoch=epoch,
+                factory_id=factory_id,
+                engine=job.spec.engine,
+                started_at=result.started_at or started_at,
+                finished_at=result.finished_at,
+                outcome=outcome,
+                exit_code=result.exit_code,
+                cost_usd=result.cost_usd,
+                cost_estimated=result.cost_estimated,
+                reason=result.reason,
+                checkpoint=result.checkpoint,
+            ),
+        )
+
+    # --- locks --------------------------------------------------------------------------------
+    async def _acquire_lock(self, lock: str) -> None:
+        await self._transition(
+            Stage.WAITING, wait_reason=WaitReason.LOCK, reason=f"waiting for lock {lock}"
+        )
+        await self._local(
+            REQUEST_LOCK,
+            RequestLockInput(
+                lock=lock,
+                request=LockRequest(
+                    holder_workflow_id=workflow.info().workflow_id,
+                    priority=self._job.spec.priority,
+                ),
+            ),
+        )
+        await workflow.wait_condition(lambda: self._lock_granted)
+        await self._transition(Stage.QUEUED, reason=f"holds lock {lock}", kind="lock")
+
+    async def _release_lock(self, lock: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(lock_workflow_id(lock)).signal(
+                SIGNAL_LOCK_RELEASE,
+                LockRelease(holder_workflow_id=workflow.info().workflow_id),
+            )
+        except Exception as err:  # noqa: BLE001 - a closed lock workflow holds nothing
+            workflow.logger.info("release of lock %s: %s", lock, err)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    async def _transition(
+        self,
+        stage: Stage,
+        *,
+        reason: str | None,
+        wait_reason: WaitReason | None = None,
+        epoch: int | None = None,
+        kind: str = "stage",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Move the job to `stage`: projection + event (store), search attributes, UI details."""
+        async with self._transition_lock:
+            job = self._job
+            await self._local(
+                RECORD_TRANSITION,
+                TransitionInput(
+                    job_id=job.job_id,
+                    product_id=job.product_id,
+                    event_id=str(workflow.uuid4()),
+                    at=workflow.now(),
+                    stage=stage,
+                    wait_reason=wait_reason,
+                    reason=reason,
+                    epoch=epoch if epoch is not None else (self._epoch or None),
+                    factory_id=self._factory_id,
+                    cost_usd=self._cost if stage in _FINAL else None,
+                    exit_code=self._exit_code if stage in _FINAL else None,
+                    kind=kind,
+                    data=data or {},
+                ),
+            )
+            self._set_stage(stage, wait_reason, reason)
+
+    def _set_stage(self, stage: Stage, wait_reason: WaitReason | None, reason: str | None) -> None:
+        self._stage = stage
+        self._wait_reason = wait_reason
+        self._reason = reason
+        label = f"{stage.value}({wait_reason.value})" if wait_reason else stage.value
+        workflow.upsert_search_attributes(
+            [
+                FLEET_STAGE.value_set(stage.value),
+                FLEET_FACTORY_ID.value_set(self._factory_id or ""),
+            ]
+        )
+        workflow.set_current_details(
+            f"**{label}** — {reason or ''}\n\n"
+            f"lease epoch {self._epoch}, factory {self._factory_id or '-'}, "
+            f"cost ${self._cost:.4f}"
+        )
+
+    async def _local(self, activity: str, arg: Any, result_type: type | None = None) -> Any:
+        return await workflow.execute_local_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=CONTROL_START_TO_CLOSE,
+            schedule_to_close_timeout=CONTROL_SCHEDULE_TO_CLOSE,
+            retry_policy=CONTROL_RETRY,
+        )
+
+
+_FINAL = frozenset({Stage.SUCCEEDED, Stage.FAILED, Stage.CANCELLED, Stage.BLOCKED})
