@@ -337,3 +337,17 @@ class RunAgentResult(CamelModel):
     finished_at: datetime
     checkpoint: dict[str, Any] | None = None
     artifacts: list[str] = Field(default_factory=list)
+
+
+# --- benchmark baseline -----------------------------------------------------------------------
+class BaselineInput(CamelModel):
+    """The bare workflow of `gigafactory bench`: one activity sleeping `durationS`."""
+
+    task_queue: str
+    duration_s: float = 0.0
+
+
+class BaselineResult(CamelModel):
+    """When the baseline activity started (its worker's clock)."""
+
+    started_at: datetime

@@ -1,0 +1,1 @@
+"""The `gigafactory` command line: submitters, operators, factories and the dev stack."""

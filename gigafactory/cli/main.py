@@ -1,0 +1,51 @@
+"""The `gigafactory` command: `gigafactory --help` lists everything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gigafactory.cli import factory_cmds as _factory_cmds  # noqa: F401  (registers commands)
+from gigafactory.cli import jobs as jobs_cmds
+from gigafactory.cli import stack_cmds
+from gigafactory.cli.admin import factory_app, key_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Gigafactory: a control plane for a fleet of AI coding agents, on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    api_url: Annotated[str | None, typer.Option(help="The API (FLEET_API_URL).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (FLEET_DATA_DIR).")] = None,
+) -> None:
+    """Settings come from FLEET_* environment variables; these flags override them."""
+    obj: dict[str, Any] = {}
+    if api_url is not None:
+        obj["api_url"] = api_url
+    if data_dir is not None:
+        obj["data_dir"] = data_dir
+    ctx.obj = obj
+
+
+jobs_cmds.register(app)
+stack_cmds.register(app)
+app.add_typer(factory_app, name="factory")
+app.add_typer(key_app, name="key")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

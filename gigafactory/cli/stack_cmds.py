@@ -1,0 +1,150 @@
+"""`gigafactory dev`, `demo` and `bench`: the whole stack in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gigafactory.cli.client import CliError, write_stack_file
+from gigafactory.cli.context import configure_logging, handles_errors, settings_from
+from gigafactory.cli.factory_cmds import split_list
+
+if TYPE_CHECKING:
+    from gigafactory.stack import DevStack
+
+__all__ = ["register"]
+
+ApiPort = Annotated[int | None, typer.Option(help="API port (FLEET_API_PORT).")]
+TemporalPort = Annotated[int | None, typer.Option(help="Temporal port (FLEET_TEMPORAL_PORT).")]
+UiPort = Annotated[int | None, typer.Option(help="Temporal UI port (FLEET_UI_PORT).")]
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (FLEET_DATA_DIR).")]
+
+
+def stack_banner(stack: DevStack) -> str:
+    lines = [
+        f"API        {stack.api_url}   (OpenAPI docs: {stack.api_url}/docs)",
+        f"Temporal   {stack.temporal_address}",
+    ]
+    if stack.ui_url:
+        lines.append(f"Temporal UI {stack.ui_url}")
+    return "\n".join(lines)
+
+
+@handles_errors
+def dev(
+    ctx: typer.Context,
+    factories: Annotated[int, typer.Option(min=0, help="Local factories to run.")] = 2,
+    slots: Annotated[int, typer.Option(min=1, help="Slots per local factory.")] = 2,
+    engines: Annotated[
+        str | None, typer.Option(help="Engines of the local factories (default: all found).")
+    ] = None,
+    api_port: ApiPort = None,
+    temporal_port: TemporalPort = None,
+    ui_port: UiPort = None,
+    data_dir: DataDir = None,
+    store: Annotated[str | None, typer.Option(help="sqlite | cosmos (FLEET_STORE).")] = None,
+) -> None:
+    """Start Temporal, the control plane, the API and local factories until Ctrl-C."""
+    settings = settings_from(
+        ctx,
+        api_port=api_port,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        data_dir=data_dir,
+        store=store,
+    )
+    configure_logging(settings.log_level)
+    # Imported here: the stack pulls in the API and Temporal, which `--help` needs not.
+    from gigafactory.stack import DevStack, LocalFactory, PortInUse
+
+    local = [
+        LocalFactory(id=f"local-{i + 1}", engines=split_list(engines), slots=slots)
+        for i in range(factories)
+    ]
+    generated = settings.admin_key is None
+
+    async def run() -> None:
+        stack = DevStack(settings, factories=local)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with stack:
+            write_stack_file(
+                stack.settings,
+                {
+                    "apiUrl": stack.api_url,
+                    "temporalAddress": stack.temporal_address,
+                    "uiUrl": stack.ui_url,
+                },  # fmt: skip
+                stack.admin_key,
+            )
+            typer.echo(stack_banner(stack))
+            typer.echo(f"Factories  {', '.join(f.id for f in local) or 'none'}")
+            if generated:
+                typer.echo(
+                    f"Admin key  {stack.admin_key}   (generated; set FLEET_ADMIN_KEY to fix)"
+                )
+            typer.echo(
+                f"The CLI in another shell finds this stack through {stack.settings.data_dir}; "
+                "Ctrl-C stops everything."
+            )
+            await stop.wait()
+            typer.echo("stopping...")
+
+    try:
+        asyncio.run(run())
+    except PortInUse as err:
+        raise CliError(str(err), code=2) from None
+
+
+@handles_errors
+def demo(
+    ctx: typer.Context,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the stack up after the summary.")
+    ] = False,
+    api_port: ApiPort = None,
+    temporal_port: TemporalPort = None,
+    ui_port: UiPort = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Start the stack, run a handful of jobs on two factories, print a summary."""
+    from gigafactory.demo import run_demo
+
+    settings = settings_from(
+        ctx, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port, data_dir=data_dir
+    )
+    configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
+    raise typer.Exit(asyncio.run(run_demo(settings, keep_running=keep_running)))
+
+
+@handles_errors
+def bench(
+    ctx: typer.Context,
+    jobs: Annotated[int, typer.Option(min=1, help="Sim jobs to run.")] = 200,
+    factories: Annotated[int, typer.Option(min=1, help="Local sim factories.")] = 2,
+    slots: Annotated[int, typer.Option(min=1, help="Slots per factory.")] = 2,
+    duration: Annotated[float, typer.Option(min=0, help="Simulated work per job (s).")] = 0.0,
+) -> None:
+    """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline."""
+    from gigafactory.bench import render_report, run_bench
+
+    settings = settings_from(ctx)
+    configure_logging("WARNING")
+    report = asyncio.run(
+        run_bench(settings, jobs=jobs, factories=factories, slots=slots, duration_s=duration)
+    )
+    typer.echo(render_report(report))
+    if report.fleet.succeeded != jobs or report.baseline.succeeded != jobs:
+        raise CliError("not every benchmark job succeeded")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dev)
+    app.command()(demo)
+    app.command()(bench)

@@ -1,0 +1,104 @@
+"""The CLI against the real control plane: submit, follow, inspect, keys, factories."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import REPO_ROOT, Fleet, unique_label
+
+pytestmark = pytest.mark.temporal
+
+
+async def cli(fleet: Fleet, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `gigafactory ARGS` as a user would, against the session's API."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLEET_API_URL": fleet.api_url,
+        "FLEET_API_KEY": key or fleet.admin_key,
+        "FLEET_DATA_DIR": str(fleet.settings.data_dir),
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gigafactory.cli.main", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_submit_follow_and_inspect_a_job(fleet: Fleet, tmp_path: Path) -> None:
+    label = unique_label()
+    factory = await fleet.start_factory(engines=["shell"], labels=[label])
+    spec = tmp_path / "job.md"
+    spec.write_text(
+        "| engine | timeout |\n|---|---|\n| shell | 1m |\n\necho cli-says-hi\necho second line\n"
+    )
+    follow = await cli(
+        fleet,
+        "submit", str(spec), "--product", "e2e", "-c", label, "--cwd", str(tmp_path),
+        "--priority", "high", "--follow",
+    )  # fmt: skip
+    assert follow.returncode == 0, follow.stderr
+    assert "cli-says-hi" in follow.stdout
+    assert "--- succeeded" in follow.stderr
+    job_id = follow.stdout.split()[2]
+
+    shown = await cli(fleet, "job", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"job {job_id}  succeeded" in shown.stdout
+    assert factory.id in shown.stdout and "priority high" in shown.stdout
+    assert "second line" in shown.stdout  # the log tail
+
+    listed = await cli(fleet, "jobs", "--product", "e2e", "--stage", "succeeded")
+    assert job_id in listed.stdout
+
+    factories = await cli(fleet, "factory", "list")
+    assert factory.id in factories.stdout
+
+
+async def test_failing_job_exits_nonzero_and_bad_spec_is_named(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    label = unique_label()
+    await fleet.start_factory(engines=["shell"], labels=[label])
+    bad = tmp_path / "bad.md"
+    bad.write_text("| engine | timeout |\n|---|---|\n| shell | soon |\n\necho x\n")
+    refused = await cli(fleet, "submit", str(bad), "--product", "e2e")
+    assert refused.returncode == 1
+    assert "timeout" in refused.stderr and "soon" in refused.stderr
+
+    failing = tmp_path / "fail.md"
+    failing.write_text("| engine |\n|---|\n| shell |\n\nexit 4\n")
+    run = await cli(fleet, "submit", str(failing), "--product", "e2e", "-c", label, "--follow")
+    assert run.returncode == 1
+    assert "--- failed" in run.stderr and "4" in run.stderr
+
+
+async def test_keys_scope_what_the_cli_sees(fleet: Fleet) -> None:
+    created = await cli(
+        fleet, "key", "create", "--name", "other-team", "--role", "submitter",
+        "--product", "otherproduct",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.split()[1]
+    key = created.stdout.strip().splitlines()[-1]
+    label = unique_label()
+    job = await fleet.submit(
+        {"engine": "sim", "prompt": "p", "productId": "e2e", "capabilities": [label]}
+    )
+    hidden = await cli(fleet, "job", job["id"], key=key)
+    assert hidden.returncode == 1 and "404" in hidden.stderr
+    assert key_id in (await cli(fleet, "key", "list")).stdout
+    assert (await cli(fleet, "key", "revoke", key_id)).returncode == 0
+    refused = await cli(fleet, "jobs", key=key)
+    assert refused.returncode == 1 and "401" in refused.stderr
+    cancelled = await cli(fleet, "cancel", job["id"])
+    assert cancelled.returncode == 0, cancelled.stderr
+    await fleet.wait_for(job["id"], ["cancelled"])
