@@ -92,6 +92,9 @@ class ControlActivities:
         self.weights = weights or FleetWeights()
         self.task_queue = task_queue
         self.clock = clock
+        # Reaping checks every reservation against the store and Temporal; on a full fleet
+        # every failed route would pay that, so it runs at most once per REAP_AFTER.
+        self._last_reap: datetime | None = None
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for worker registration."""
@@ -173,6 +176,9 @@ class ControlActivities:
         now: datetime,
         job_id: str,
     ) -> bool:
+        if self._last_reap is not None and now - self._last_reap < REAP_AFTER:
+            return False
+        self._last_reap = now
         reaped = False
         for factory_id, table in tables.items():
             factory = factories.get(factory_id)
@@ -319,7 +325,11 @@ class ControlActivities:
 
         await self.store.update_job(inp.job_id, inp.product_id, mutate)
         if await self.store.release_slot(inp.factory_id, inp.job_id, inp.epoch):
-            await wake_waiting_jobs(self.store, self.client, f"slot freed on {inp.factory_id}")
+            # One slot freed: wake the best two waiting jobs (a spare in case the first
+            # no longer fits); a job missed here re-routes on its recheck timer.
+            await wake_waiting_jobs(
+                self.store, self.client, f"slot freed on {inp.factory_id}", limit=2
+            )
 
     @activity.defn(name=FENCE_REPORT)
     async def fence_report(self, inp: FenceInput) -> None:

@@ -165,17 +165,21 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
 async def bench_baseline(
     client: Client, jobs: int, factories: int, slots: int, duration_s: float
 ) -> SideResult:
-    """The same load as bare workflows, each running one activity, same capacity."""
+    """The same load as bare workflows, each running one activity, same capacity.
+
+    Like factories, each activity worker has its own queue; workflows go round-robin.
+    """
     run = uuid.uuid4().hex[:8]
-    wf_queue, act_queue = f"bench-wf-{run}", f"bench-act-{run}"
+    wf_queue = f"bench-wf-{run}"
+    act_queues = [f"bench-act-{run}-{i}" for i in range(factories)]
     workers = [Worker(client, task_queue=wf_queue, workflows=[BaselineWorkflow])] + [
         Worker(
             client,
-            task_queue=act_queue,
+            task_queue=queue,
             activities=[baseline_activity],
             max_concurrent_activities=slots,
         )
-        for _ in range(factories)
+        for queue in act_queues
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
@@ -189,7 +193,7 @@ async def bench_baseline(
                 at = datetime.now(UTC)
                 handle = await client.start_workflow(
                     BaselineWorkflow.run,
-                    BaselineInput(task_queue=act_queue, duration_s=duration_s),
+                    BaselineInput(task_queue=act_queues[i % factories], duration_s=duration_s),
                     id=f"bench-{run}-{i}",
                     task_queue=wf_queue,
                 )
