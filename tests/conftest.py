@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Temporal dev server per test session, and a client on it."""
+"""Shared fixtures: one real Temporal dev server and one local Cosmos DB API server per test
+session (each started only when a test asks for it), and a Temporal client."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from gigafactory.devserver import TemporalDevServer
+from tests.support.cosmos import cosmos_server
+
+__all__ = ["REPO_ROOT", "SHARED_DIR", "cosmos_server"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -69,6 +69,8 @@ def configure_logging(level: str) -> None:
     )
     # Temporal's worker logs every poll error at WARNING while a server restarts; keep INFO.
     logging.getLogger("temporalio").setLevel(max(logging.INFO, logging.getLogger().level))
+    # One line per heartbeat request drowns everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def existing_file(path: Path) -> Path:

@@ -1,7 +1,8 @@
 """The store: job projections, events, runs, artifacts, logs and the fleet registry.
 
-`open_store` builds the configured document backend and the typed `FleetStore` over it;
-`open_blobs` the blob store for artifact bytes.
+`open_store` builds the configured document backend (SQLite, or Cosmos DB from
+`gigafactory.store.cosmos`) and the typed `FleetStore` over it; `open_blobs` the blob store
+for artifact bytes.
 """
 
 from __future__ import annotations
@@ -56,8 +57,19 @@ def make_backend(settings: Settings) -> DocumentBackend:
         ConfigError: the selected backend is not available.
     """
     if settings.store == "cosmos":
-        raise ConfigError(
-            "FLEET_STORE=cosmos is not supported yet; use FLEET_STORE=sqlite (the default)"
+        if not settings.cosmos_endpoint:
+            raise ConfigError(
+                "FLEET_STORE=cosmos needs FLEET_COSMOS_ENDPOINT (the account URL, e.g. "
+                "https://myaccount.documents.azure.com:443/)"
+            )
+        # Imported here: the Azure SDK is slow to import and only this backend needs it.
+        from gigafactory.store.cosmos import CosmosBackend
+
+        return CosmosBackend(
+            settings.cosmos_endpoint,
+            key=settings.cosmos_key or None,  # no key: Microsoft Entra ID (azure-identity)
+            database=settings.cosmos_database,
+            verify_tls=settings.cosmos_verify_tls,
         )
     return SQLiteBackend(settings.resolved_sqlite_path)
 
@@ -66,8 +78,9 @@ async def open_store(settings: Settings) -> FleetStore:
     """Build the configured backend and open a `FleetStore` on it.
 
     Raises:
-        ConfigError: the selected backend is not available.
+        ConfigError: the selected backend is not available or incompletely configured.
         SchemaVersionError: the SQLite file was written by a newer Gigafactory.
+        StoreError: the Cosmos DB database or its containers cannot be opened or created.
     """
     store = FleetStore(make_backend(settings))
     await store.open()

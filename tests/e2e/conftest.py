@@ -1,9 +1,16 @@
-"""One control plane per session (store, control worker, API) on the session's dev server."""
+"""One control plane per session (store, control worker, API) on the session's dev server.
+
+`open_fleet` builds one for given settings; the Cosmos DB end-to-end test uses it with
+`FLEET_STORE=cosmos` settings on the local Cosmos DB API server.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,17 +23,15 @@ from gigafactory.temporal_client import connect_temporal
 from gigafactory.workers import control_worker
 from tests.e2e.harness import ApiServer, Fleet
 
+__all__ = ["fleet_settings", "open_fleet"]
 
-@pytest.fixture(scope="session")
-async def fleet_session(
-    temporal_server: TemporalDevServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Fleet]:
-    data_dir = tmp_path_factory.mktemp("fleet")
+
+def fleet_settings(temporal_address: str, data_dir: Path, **extra: Any) -> Settings:
+    """Short leases and timers, so crash and requeue paths finish in seconds."""
     _, admin_key = mint("gfk")
-    # Short leases and timers so crash and requeue paths finish in seconds.
-    settings = Settings(
+    return Settings(
         data_dir=data_dir,
-        temporal_address=temporal_server.address,
+        temporal_address=temporal_address,
         api_port=free_port(),
         admin_key=admin_key,
         control_task_queue=f"fleet-control-e2e-{free_port()}",
@@ -37,7 +42,14 @@ async def fleet_session(
         capacity_recheck_s=2,
         stop_grace_s=2,
         log_chunk_interval_s=0.3,
+        **extra,
     )
+
+
+@contextlib.asynccontextmanager
+async def open_fleet(settings: Settings) -> AsyncIterator[Fleet]:
+    """Store, control worker and API for `settings`; all stopped on exit."""
+    assert settings.admin_key is not None
     store = await open_store(settings)
     client = await connect_temporal(settings)
     worker = control_worker(client, store, settings)
@@ -46,7 +58,7 @@ async def fleet_session(
     await api.start()
     api_url = f"http://127.0.0.1:{settings.api_port}"
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
-        fleet = Fleet(settings, store, client, api_url, admin_key, http)
+        fleet = Fleet(settings, store, client, api_url, settings.admin_key, http)
         try:
             yield fleet
         finally:
@@ -56,6 +68,15 @@ async def fleet_session(
             await worker.shutdown()
             worker_task.cancel()
             await store.close()
+
+
+@pytest.fixture(scope="session")
+async def fleet_session(
+    temporal_server: TemporalDevServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Fleet]:
+    settings = fleet_settings(temporal_server.address, tmp_path_factory.mktemp("fleet"))
+    async with open_fleet(settings) as fleet:
+        yield fleet
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """Store fixtures: every contract test runs once per backend in `BACKENDS`.
 
-A backend factory takes the test's tmp_path and returns an unopened backend; calling it
-twice with the same path gives two backends on the same data (two processes, in effect).
-To run the contract against Cosmos DB, append a `pytest.param(..., marks=pytest.mark.cosmos)`.
+`backend_factory` makes unopened backends; calling it twice gives two backends on the same
+data (two processes, in effect). SQLite gets a file in the test's tmp_path; Cosmos DB a fresh
+database on the session's local Cosmos DB API server (`tests.support.cosmos`), dropped after
+the test. Cosmos cases carry the `cosmos` marker.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,26 +17,34 @@ import pytest
 
 from gigafactory.models import Job, JobSpec
 from gigafactory.store import DocumentBackend, FleetStore, SQLiteBackend
+from tests.support.cosmos import CosmosServer, cosmos_backend, drop_database
 
-BackendFactory = Callable[[Path], DocumentBackend]
+__all__ = ["BACKENDS", "T0", "TEST_ORDER_FIELDS", "make_job"]
 
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("cosmos", id="cosmos", marks=pytest.mark.cosmos),
+]
 
-def sqlite_backend(tmp_path: Path) -> DocumentBackend:
-    return SQLiteBackend(tmp_path / "fleet.sqlite3")
-
-
-BACKENDS = [pytest.param(sqlite_backend, id="sqlite")]
+# Fields the backend contract tests order by, besides the fleet store's (Cosmos DB needs a
+# composite index for each).
+TEST_ORDER_FIELDS = {"jobs": ("n", "t"), "events": ("k",)}
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_factory(
+async def backend_factory(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[[], DocumentBackend]:
+) -> AsyncIterator[Callable[[], DocumentBackend]]:
     """Makes (unopened) backends sharing this test's data."""
-    factory: BackendFactory = request.param
-    return lambda: factory(tmp_path)
+    if request.param == "sqlite":
+        yield lambda: SQLiteBackend(tmp_path / "fleet.sqlite3")
+        return
+    server: CosmosServer = request.getfixturevalue("cosmos_server")
+    database = f"test-{uuid.uuid4().hex[:12]}"
+    yield lambda: cosmos_backend(server, database, order_fields=TEST_ORDER_FIELDS)
+    await drop_database(server, database)
 
 
 @pytest.fixture

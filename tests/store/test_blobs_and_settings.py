@@ -54,6 +54,6 @@ async def test_open_store_sqlite(tmp_path: Path):
     assert open_blobs(settings).root == tmp_path / "data" / "blobs"
 
 
-async def test_open_store_cosmos_not_yet(tmp_path: Path):
-    with pytest.raises(ConfigError, match="cosmos"):
+async def test_open_store_cosmos_needs_endpoint(tmp_path: Path):
+    with pytest.raises(ConfigError, match="FLEET_COSMOS_ENDPOINT"):
         await open_store(Settings(data_dir=tmp_path, store="cosmos"))

@@ -1,12 +1,14 @@
-"""Slot reservations under concurrency: a factory never exceeds its capacity."""
+"""Races on both backends: slots never exceed capacity, compare-and-set loses no update."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 from gigafactory.models import SlotReservation
-from gigafactory.store import DocumentBackend, FleetStore
+from gigafactory.store import DocumentBackend, FleetStore, PreconditionFailed
+from gigafactory.store.backend import etag_of
 from tests.store.conftest import T0
 
 
@@ -40,3 +42,23 @@ async def test_concurrent_reservations_across_two_backends(
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_50_concurrent_cas_replaces_lose_no_update(backend: DocumentBackend):
+    # Each writer loops read -> replace-if-etag until its increment sticks.
+    await backend.create("jobs", {"id": "counter", "productId": "acme", "n": 0})
+
+    async def increment() -> int:
+        attempts = 0
+        while True:
+            attempts += 1
+            doc = await backend.read("jobs", "acme", "counter")
+            try:
+                await backend.replace("jobs", {**doc, "n": doc["n"] + 1}, etag=etag_of(doc))
+                return attempts
+            except PreconditionFailed:
+                await asyncio.sleep(random.uniform(0, 0.002))
+
+    attempts = await asyncio.gather(*(increment() for _ in range(50)))
+    assert (await backend.read("jobs", "acme", "counter"))["n"] == 50
+    assert max(attempts) > 1  # the writers did race
