@@ -53,10 +53,13 @@ from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore, StaleEpoch
 from gigafactory.wake import wake_waiting_jobs
 from routing import (
+    Decision,
     FactoryView,
     FleetWeights,
     JobRequest,
     RoutingContext,
+    WeightsError,
+    resolve_weights,
     select_factory,
 )
 
@@ -83,6 +86,7 @@ class ControlActivities:
         *,
         unhealthy_after_s: float = 20.0,
         weights: FleetWeights | None = None,
+        shadow_weights: FleetWeights | None = None,
         task_queue: str = CONTROL_TASK_QUEUE,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -90,6 +94,7 @@ class ControlActivities:
         self.client = client
         self.unhealthy_after_s = unhealthy_after_s
         self.weights = weights or FleetWeights()
+        self.shadow_weights = shadow_weights
         self.task_queue = task_queue
         self.clock = clock
         # Reaping checks every reservation against the store and Temporal; on a full fleet
@@ -122,10 +127,14 @@ class ControlActivities:
             capabilities=frozenset(inp.capabilities),
             priority=inp.priority.value,
             waiting_since=inp.waiting_since,
+            preferred_labels=frozenset(inp.preferred_labels),
+            previous_factory_id=inp.previous_factory_id,
         )
         ctx = RoutingContext(now=now, unhealthy_after_s=self.unhealthy_after_s)
-        decision = select_factory(request, views, ctx, self.weights)
+        weights = await self._weights(inp)
+        decision = select_factory(request, views, ctx, weights)
         candidates = [_candidate(c) for c in decision.candidates]
+        shadow = self._shadow(request, views, ctx, decision)
 
         eligible = [c.factory_id for c in candidates if c.eligible]
         ordered = [f for f in eligible if f not in inp.avoid_factories] + [
@@ -141,7 +150,13 @@ class ControlActivities:
         for factory_id in ordered:
             if await self.store.reserve_slot(factory_id, factories[factory_id].slots, reservation):
                 score = next(c.score for c in candidates if c.factory_id == factory_id)
-                return RouteResult(factory_id=factory_id, score=score, candidates=candidates)
+                return RouteResult(
+                    factory_id=factory_id,
+                    score=score,
+                    candidates=candidates,
+                    weights=weights.as_dict(),
+                    shadow=shadow,
+                )
 
         # Nothing free: drop reservations left behind by jobs that ended without freeing
         # them (a terminated workflow), then try once more.
@@ -151,8 +166,42 @@ class ControlActivities:
             f"all factories offering engine {inp.engine} are full" if eligible else None
         )
         return RouteResult(
-            candidates=candidates, waiting_reason=reason or "no factory has a free slot"
+            candidates=candidates,
+            waiting_reason=reason or "no factory has a free slot",
+            weights=weights.as_dict(),
+            shadow=shadow,
         )
+
+    async def _weights(self, inp: RouteInput) -> FleetWeights:
+        """Defaults -> the product's override -> the job's own (both validated when set)."""
+        stored = await self.store.get_routing_weights(inp.product_id)
+        try:
+            return resolve_weights(
+                self.weights, stored.weights if stored else None, inp.weights_override
+            )
+        except WeightsError as err:
+            # Both layers are validated when written; one that no longer validates (an older
+            # term set) must not stop routing: use the defaults and say so.
+            logger.warning("job %s: ignoring routing weights (%s)", inp.job_id, err)
+            return self.weights
+
+    def _shadow(
+        self,
+        request: JobRequest,
+        views: list[FactoryView],
+        ctx: RoutingContext,
+        decision: Decision,
+    ) -> dict[str, Any] | None:
+        """What the shadow weight set would pick; recorded, never acted on."""
+        if self.shadow_weights is None:
+            return None
+        other = select_factory(request, views, ctx, self.shadow_weights)
+        return {
+            "factoryId": other.factory_id,
+            "score": other.score,
+            "differs": other.factory_id != decision.factory_id,
+            "weights": self.shadow_weights.as_dict(),
+        }
 
     def _view(self, factory: Factory, table: SlotTable | None, job_id: str) -> FactoryView:
         # The job's own reservation (a retried activity) does not count against it.

@@ -94,6 +94,12 @@ class SubmitJob(RequestModel):
     estimated_cost_usd: float | None = None
     params: dict[str, Any] | None = None
     children: list[ChildIn] | None = None
+    preferred_labels: list[str] | None = Field(
+        default=None, description="Factories with these labels score higher (affinity)."
+    )
+    routing_weights: dict[str, float] | None = Field(
+        default=None, description='Weight overrides for this job only, e.g. {"load": 4}.'
+    )
 
     def job_fields(self) -> dict[str, Any]:
         """The job fields given, in camelCase, without `spec` and without nulls."""

@@ -236,6 +236,9 @@ class RouteInput(CamelModel):
     priority: Priority = Priority.NORMAL
     waiting_since: datetime | None = None
     avoid_factories: list[str] = Field(default_factory=list)
+    preferred_labels: list[str] = Field(default_factory=list)
+    previous_factory_id: str | None = None
+    weights_override: dict[str, float] | None = None
 
 
 class ScoreTerm(CamelModel):
@@ -264,6 +267,9 @@ class RouteResult(CamelModel):
     score: float = 0.0
     candidates: list[CandidateScore] = Field(default_factory=list)
     waiting_reason: str | None = None
+    # The weights the decision used, and what the shadow weight set would have picked.
+    weights: dict[str, float] = Field(default_factory=dict)
+    shadow: dict[str, Any] | None = None
 
 
 class ReleaseSlotInput(CamelModel):

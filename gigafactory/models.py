@@ -33,6 +33,7 @@ __all__ = [
     "Priority",
     "PRIORITY_RANK",
     "Role",
+    "RoutingWeights",
     "Run",
     "RunOutcome",
     "SlotReservation",
@@ -166,6 +167,10 @@ class JobSpec(CamelModel):
     estimated_cost_usd: float | None = Field(default=None, ge=0)
     params: dict[str, Any] = Field(default_factory=dict)
     children: list[ChildSpec] = Field(default_factory=list)
+    # Routing: factories with these labels score higher (the affinity term), and weights
+    # that override the product's for this job only (validated at submit).
+    preferred_labels: list[str] = Field(default_factory=list)
+    routing_weights: dict[str, float] | None = None
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -340,6 +345,16 @@ class Role(StrEnum):
     SUBMITTER = "submitter"
     OPERATOR = "operator"
     ADMIN = "admin"
+
+
+class RoutingWeights(CamelModel):
+    """A product's routing weight overrides (terms not given keep the fleet defaults)."""
+
+    id: str = "routing-weights"
+    product_id: str
+    weights: dict[str, float] = Field(default_factory=dict)
+    updated_at: datetime
+    updated_by: str
 
 
 class ApiKey(CamelModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -10,9 +12,33 @@ from activities.factory import FactoryActivities
 from gigafactory.contracts import factory_task_queue
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
+from routing import FleetWeights, WeightsError
 from workflows import WORKFLOWS
 
-__all__ = ["control_worker", "factory_worker"]
+__all__ = ["control_worker", "factory_worker", "shadow_weights"]
+
+
+def shadow_weights(settings: Settings) -> FleetWeights | None:
+    """The weight set `FLEET_ROUTING_SHADOW` names: a JSON object of term -> weight.
+
+    Raises:
+        ValueError: the setting is not a JSON object of known terms and valid weights.
+    """
+    text = settings.routing_shadow
+    if not text:
+        return None
+    try:
+        mapping = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"FLEET_ROUTING_SHADOW is not JSON ({err}): {text!r}") from None
+    if not isinstance(mapping, dict):
+        raise ValueError(
+            f"FLEET_ROUTING_SHADOW must be a JSON object of term -> weight, not {text!r}"
+        )
+    try:
+        return FleetWeights.from_mapping(mapping, layer="FLEET_ROUTING_SHADOW")
+    except WeightsError as err:
+        raise ValueError(str(err)) from None
 
 
 def control_worker(
@@ -28,6 +54,7 @@ def control_worker(
         store,
         client,
         unhealthy_after_s=settings.factory_unhealthy_after_s,
+        shadow_weights=shadow_weights(settings),
         task_queue=task_queue,
     )
     return Worker(

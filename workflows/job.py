@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -207,6 +207,7 @@ class JobWorkflow:
         """Route until a slot is reserved, waiting (woken or on a timer) while nothing fits."""
         spec = self._job.spec
         first = True
+        waiting_since: datetime | None = None
         while True:
             route: RouteResult = await self._local(
                 ROUTE_JOB,
@@ -217,21 +218,27 @@ class JobWorkflow:
                     engine=spec.engine,
                     capabilities=spec.capabilities,
                     priority=spec.priority,
+                    waiting_since=waiting_since,
                     # The factory that just lost the job is tried last, once.
                     avoid_factories=avoid if first else [],
+                    preferred_labels=spec.preferred_labels,
+                    previous_factory_id=self._factory_id,
+                    weights_override=spec.routing_weights,
                 ),
                 result_type=RouteResult,
             )
             first = False
             if route.factory_id is not None:
                 return route
+            if waiting_since is None:
+                waiting_since = workflow.now()
             reason = route.waiting_reason or "no factory has a free slot"
             if self._stage != Stage.WAITING or self._reason != reason:
                 await self._transition(
                     Stage.WAITING,
                     wait_reason=WaitReason.CAPACITY,
                     reason=reason,
-                    data={"candidates": [c.wire() for c in route.candidates]},
+                    data=_route_data(route),
                 )
             self._woken = False
             try:
@@ -262,7 +269,7 @@ class JobWorkflow:
                     engine=job.spec.engine,
                     at=started_at,
                     event_id=str(workflow.uuid4()),
-                    data={"score": route.score, "candidates": [c.wire() for c in route.candidates]},
+                    data={"score": route.score, **_route_data(route)},
                 ),
             )
             self._set_stage(Stage.DISPATCHED, None, f"dispatched to {factory_id}")
@@ -497,3 +504,15 @@ class JobWorkflow:
 
 
 _FINAL = frozenset({Stage.SUCCEEDED, Stage.FAILED, Stage.CANCELLED, Stage.BLOCKED})
+
+
+def _route_data(route: RouteResult) -> dict[str, Any]:
+    """What a routing event records: every candidate's breakdown, the weights, the shadow."""
+    data: dict[str, Any] = {
+        "factoryId": route.factory_id,
+        "candidates": [c.wire() for c in route.candidates],
+        "weights": route.weights,
+    }
+    if route.shadow is not None:
+        data["shadow"] = route.shadow
+    return data

@@ -26,6 +26,7 @@ from api.deps import (
     visible_job,
 )
 from api.errors import ApiError
+from api.routes.routing import check_weights
 from api.schemas import (
     EventList,
     EventOut,
@@ -120,6 +121,8 @@ def _build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
         spec = JobSpec.model_validate({**spec.model_dump(), "product_id": key.products[0]})
     if not key.may_see(spec.product_id):
         raise _product_not_found(spec.product_id)
+    if spec.routing_weights:
+        check_weights(spec.routing_weights, layer="request override", field="routingWeights")
     return spec
 
 

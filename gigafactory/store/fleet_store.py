@@ -27,6 +27,7 @@ from gigafactory.models import (
     Job,
     LogChunk,
     Priority,
+    RoutingWeights,
     Run,
     SlotReservation,
     SlotTable,
@@ -262,13 +263,25 @@ class FleetStore:
             return _from(Event, await self.backend.read("events", event.product_id, event.id))
 
     async def list_events(
-        self, job_id: str, product_id: str, *, limit: int = 500, continuation: str | None = None
+        self,
+        job_id: str,
+        product_id: str,
+        *,
+        limit: int = 500,
+        continuation: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[Event], str | None]:
-        """A job's events, oldest first (by `at`, then id)."""
+        """A job's events, oldest first (by `at`, then id), or newest first."""
         page = await self.backend.query(
             "events",
             product_id,
-            Query(where={"jobId": job_id}, order_by="at", limit=limit, continuation=continuation),
+            Query(
+                where={"jobId": job_id},
+                order_by="at",
+                descending=newest_first,
+                limit=limit,
+                continuation=continuation,
+            ),
         )
         return [_from(Event, doc) for doc in page.items], page.continuation
 
@@ -499,6 +512,19 @@ class FleetStore:
         )
 
     # --- API keys, enrollment tokens ----------------------------------------------------------
+    # --- routing weights ------------------------------------------------------------------------
+    async def get_routing_weights(self, product_id: str) -> RoutingWeights | None:
+        """The product's routing weight overrides, None when it has none."""
+        try:
+            doc = await self.backend.read("settings", product_id, "routing-weights")
+        except NotFound:
+            return None
+        return _from(RoutingWeights, doc)
+
+    async def put_routing_weights(self, weights: RoutingWeights) -> RoutingWeights:
+        """Replace the product's overrides (one document; the last operator's PUT wins)."""
+        return _from(RoutingWeights, await self.backend.upsert("settings", _doc(weights)))
+
     async def create_api_key(self, key: ApiKey) -> ApiKey:
         """Store an API key (hashed). Raises AlreadyExists."""
         doc = _doc(key.model_copy(update={"product_id": FLEET_PARTITION}))
