@@ -1,4 +1,5 @@
-"""Pure routing: which factory runs a job, and which waiting job takes a freed slot.
+"""Pure routing: which factory runs a job, which waiting job takes a freed slot, and which
+running jobs to evict when an urgent job finds no slot.
 
 Pure means standard library only, no I/O, no clock (`RoutingContext.now`), no environment
 and no randomness, so every decision can be replayed and tested exhaustively.
@@ -16,6 +17,14 @@ from routing.model import (
     RoutingContext,
     ScoreTerm,
 )
+from routing.preempt import (
+    PreemptionCandidate,
+    PreemptionPlan,
+    PreemptionPolicy,
+    RunningJob,
+    VictimCheck,
+    select_with_preemption,
+)
 from routing.select import rank_jobs, select_factory, select_job
 from routing.weights import TERMS, FleetWeights, WeightsError, resolve_weights
 
@@ -29,12 +38,18 @@ __all__ = [
     "FleetWeights",
     "JobChoice",
     "JobRequest",
+    "PreemptionCandidate",
+    "PreemptionPlan",
+    "PreemptionPolicy",
     "RoutingContext",
+    "RunningJob",
     "ScoreTerm",
+    "VictimCheck",
     "WeightsError",
     "explain",
     "rank_jobs",
     "resolve_weights",
     "select_factory",
     "select_job",
+    "select_with_preemption",
 ]
