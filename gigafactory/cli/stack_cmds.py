@@ -130,8 +130,33 @@ def bench(
     factories: Annotated[int, typer.Option(min=1, help="Local sim factories.")] = 2,
     slots: Annotated[int, typer.Option(min=1, help="Slots per factory.")] = 2,
     duration: Annotated[float, typer.Option(min=0, help="Simulated work per job (s).")] = 0.0,
+    routing: Annotated[
+        bool, typer.Option("--routing", help="Benchmark the pure routing module (no stack).")
+    ] = False,
+    fleets: Annotated[
+        str, typer.Option(help="With --routing: fleet sizes, comma-separated.")
+    ] = "1000,10000",
+    decisions: Annotated[
+        int, typer.Option(min=1, help="With --routing: distinct decisions per pass.")
+    ] = 20,
+    seed: Annotated[int, typer.Option(help="With --routing: the fleet generator's seed.")] = 0,
 ) -> None:
-    """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline."""
+    """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline.
+
+    With --routing: decisions/s of the pure routing module beside a naive scheduler.
+    """
+    if routing:
+        from gigafactory.bench_routing import render_routing_report, run_routing_bench
+
+        try:
+            sizes = tuple(int(n) for n in split_list(fleets) or [])
+            routing_report = run_routing_bench(sizes, decisions=decisions, seed=seed)
+        except ValueError as err:
+            raise CliError(f"--fleets/--decisions: {err}") from None
+        typer.echo(render_routing_report(routing_report))
+        if not routing_report.all_valid:
+            raise CliError("a routing decision failed its validity check")
+        return
     from gigafactory.bench import render_report, run_bench
 
     settings = settings_from(ctx)
