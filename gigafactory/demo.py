@@ -248,8 +248,15 @@ async def run_demo(
                 _say(f"submitted {job.name:8} {r.json()['id']}  {job.what}")
             deadline = time.monotonic() + timeout_s
             await asyncio.gather(*(_drive(http, o, deadline) for o in outcomes))
-        for o in outcomes:
-            _check(o)
+            for o in outcomes:
+                _check(o)
+            wrong = [o for o in outcomes if o.problems]
+            for o in wrong:  # what happened to it, while the stack can still tell
+                events = (await http.get(f"/fleet/jobs/{o.job_id}/events")).json()["items"]
+                _say(f"events of {o.job.name} ({o.job_id}):")
+                for e in events:
+                    _say(f"  {e['at'][11:23]} {e['kind']:10} {e.get('stage') or '':10} "
+                         f"{e.get('reason') or ''}")  # fmt: skip
         overlap = _lock_overlap(outcomes)
         _say("")
         _say(summary(outcomes))
@@ -260,8 +267,8 @@ async def run_demo(
         _say(
             "every job ended as expected" if ok else "some jobs did not end as expected (see above)"
         )
-        _say(f"see any job with: gigafactory --data-dir {run_dir} job <id>")
         if keep_running:
+            _say(f"see any job with: gigafactory --data-dir {run_dir} job <id>")
             _say(f"the stack keeps running (API {stack.api_url}); Ctrl-C stops it")
             write_stack_file(
                 stack.settings,

@@ -14,9 +14,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from gigafactory.devserver import TemporalDevServer
 from tests.support.cosmos import cosmos_server
 
-__all__ = ["REPO_ROOT", "SHARED_DIR", "cosmos_server"]
+__all__ = ["EXAMPLES_DIR", "REPO_ROOT", "SHARED_DIR", "cosmos_server"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Real job-spec files, copied unchanged from the system we replace (../shared/examples), so
+# a fresh clone is self-contained.
+EXAMPLES_DIR = REPO_ROOT / "examples"
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gigafactory.contracts import QUERY_LOCK_STATE
-from tests.conftest import SHARED_DIR
+from tests.conftest import EXAMPLES_DIR
 from tests.e2e.harness import Fleet, max_overlap, parse_time, unique_label
 
 pytestmark = pytest.mark.temporal
@@ -33,7 +33,7 @@ def sim(
 async def test_shell_job_succeeds_with_run_events_and_log(fleet: Fleet, tmp_path: Path) -> None:
     label = unique_label()
     factory = await fleet.start_factory(engines=["shell"], labels=[label])
-    spec = (SHARED_DIR / "examples" / "shell-hello.md").read_text()
+    spec = (EXAMPLES_DIR / "shell-hello.md").read_text()
     job = await fleet.submit(
         {"spec": spec, "productId": "e2e", "capabilities": [label], "cwd": str(tmp_path)}
     )
@@ -92,7 +92,7 @@ async def test_sim_job_reports_cost_and_failing_shell_names_exit_code(fleet: Fle
 async def test_phase3_job_waits_for_missing_engine_then_runs(fleet: Fleet, tmp_path: Path) -> None:
     label = unique_label()
     await fleet.start_factory(engines=["shell", "sim"], labels=[label])
-    spec = (SHARED_DIR / "examples" / "phase3-job.md").read_text()
+    spec = (EXAMPLES_DIR / "phase3-job.md").read_text()
     # The spec's cwd is a path on the old system's laptop: the submitter points it here.
     job = await fleet.submit(
         {"spec": spec, "productId": "e2e", "capabilities": [label], "cwd": str(tmp_path)}

@@ -16,9 +16,9 @@ from gigafactory.jobspec import (
     parse_job_spec_fields,
 )
 from gigafactory.models import KNOWN_ENGINES, DependencyKind, JobSpec, Priority
-from tests.conftest import SHARED_DIR
+from tests.conftest import EXAMPLES_DIR
 
-EXAMPLES = SHARED_DIR / "examples"
+EXAMPLES = EXAMPLES_DIR
 
 
 def spec(table: str, prompt: str = "Do the thing.", **kwargs) -> JobSpec:
