@@ -61,23 +61,9 @@ class RequestModel(CamelModel):
 
 
 # --- jobs -------------------------------------------------------------------------------------
-class ChildIn(RequestModel):
-    """A subtask in a submit request (accepted by the schema, refused until DAGs land)."""
+class JobFieldsIn(RequestModel):
+    """A job's fields in a request; `null` means "not given"."""
 
-    id: str
-    depends_on: list[str] = Field(default_factory=list)
-    dependency_kind: DependencyKind = DependencyKind.SUCCEEDED
-    spec: dict[str, Any] = Field(default_factory=dict)
-
-
-class SubmitJob(RequestModel):
-    """Submit a job: the job's fields, or `spec` (job-spec Markdown) plus fields overriding it.
-
-    `null` means "not given". `timeout` takes seconds or a duration such as "90s", "15m",
-    "10h" or "1d". `productId` may be left out when the key has exactly one product.
-    """
-
-    spec: str | None = Field(default=None, description="A job-spec Markdown file, as text.")
     engine: str | None = None
     prompt: str | None = None
     cwd: str | None = None
@@ -87,13 +73,19 @@ class SubmitJob(RequestModel):
         default=None, validation_alias=AliasChoices("timeout", "timeoutS", "timeout_s")
     )
     priority: Priority | None = None
-    product_id: str | None = None
     title: str | None = None
     capabilities: list[str] | None = None
     labels: dict[str, str] | None = None
     estimated_cost_usd: float | None = None
     params: dict[str, Any] | None = None
-    children: list[ChildIn] | None = None
+    children: list[ChildIn] | None = Field(
+        default=None,
+        description="Subtasks, each a full job run in `dependsOn` order (see docs/dag.md).",
+    )
+    failure_policy: Literal["fail-fast", "continue"] | None = Field(
+        default=None, description="For a parent: what a failing child does to the others."
+    )
+    cancel_running_on_failure: bool | None = None
     preferred_labels: list[str] | None = Field(
         default=None, description="Factories with these labels score higher (affinity)."
     )
@@ -102,10 +94,63 @@ class SubmitJob(RequestModel):
     )
 
     def job_fields(self) -> dict[str, Any]:
-        """The job fields given, in camelCase, without `spec` and without nulls."""
-        return self.model_dump(
-            by_alias=True, exclude_unset=True, exclude_none=True, exclude={"spec"}
+        """The job fields given, in camelCase, children nested as `{id, dependsOn,
+        dependencyKind, spec}`, without nulls."""
+        fields = self.model_dump(
+            by_alias=True,
+            exclude_unset=True,
+            exclude_none=True,
+            exclude={"spec", "children", "id", "depends_on", "dependency_kind"},
         )
+        if self.children is not None:
+            fields["children"] = [child.as_child() for child in self.children]
+        return fields
+
+
+class ChildIn(JobFieldsIn):
+    """A child of a parent job: its id (local to the parent), its dependencies and its job
+    fields, flat or nested under `spec`. What it leaves out it inherits from the parent
+    (engine, cwd, yolo, timeout, product)."""
+
+    id: str
+    depends_on: list[str] = Field(default_factory=list)
+    dependency_kind: DependencyKind = DependencyKind.SUCCEEDED
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+    def as_child(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dependsOn": self.depends_on,
+            "dependencyKind": self.dependency_kind.value,
+            "spec": {**self.spec, **self.job_fields()},
+        }
+
+
+JobFieldsIn.model_rebuild()
+ChildIn.model_rebuild()
+
+
+class AddChildrenIn(RequestModel):
+    """Children added to an open parent; validated with the parent's existing children."""
+
+    children: list[ChildIn] = Field(min_length=1)
+
+
+class SubmitJob(JobFieldsIn):
+    """Submit a job: the job's fields, or `spec` (job-spec Markdown) plus fields overriding it.
+
+    `null` means "not given". `timeout` takes seconds or a duration such as "90s", "15m",
+    "10h" or "1d". `productId` may be left out when the key has exactly one product.
+    """
+
+    spec: str | None = Field(default=None, description="A job-spec Markdown file, as text.")
+    product_id: str | None = None
+
+    def job_fields(self) -> dict[str, Any]:
+        fields = super().job_fields()
+        if self.product_id is not None:
+            fields["productId"] = self.product_id
+        return fields
 
 
 class JobOut(CamelModel):

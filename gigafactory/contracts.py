@@ -12,7 +12,15 @@ from typing import Any
 
 from pydantic import Field
 
-from gigafactory.models import CamelModel, JobSpec, Priority, RunOutcome, Stage, WaitReason
+from gigafactory.models import (
+    CamelModel,
+    ChildSpec,
+    JobSpec,
+    Priority,
+    RunOutcome,
+    Stage,
+    WaitReason,
+)
 
 # --- names ------------------------------------------------------------------------------------
 JOB_WORKFLOW = "JobWorkflow"
@@ -40,6 +48,7 @@ SIGNAL_AGENT_STARTED = "agent_started"
 SIGNAL_LOCK_GRANTED = "lock_granted"
 SIGNAL_LOCK_ACQUIRE = "acquire"
 SIGNAL_LOCK_RELEASE = "release"
+UPDATE_ADD_CHILDREN = "add_children"
 QUERY_STATUS = "status"
 QUERY_LOCK_STATE = "lock_state"
 
@@ -61,6 +70,12 @@ def factory_task_queue(factory_id: str) -> str:
 def job_workflow_id(product_id: str, job_id: str) -> str:
     """The deterministic workflow id of a job (children derive theirs from the parent's id)."""
     return f"job-{product_id}-{job_id}"
+
+
+def child_job_id(parent_job_id: str, child_id: str) -> str:
+    """A child's job id: its parent's id and its parent-local id (so the workflow id, too,
+    derives from the parent's and the Temporal UI shows the family)."""
+    return f"{parent_job_id}.{child_id}"
 
 
 def lock_workflow_id(lock: str) -> str:
@@ -96,6 +111,12 @@ class JobWorkflowInput(CamelModel):
     # Carried across continue-as-new / restarts so epochs keep growing.
     lease_epoch: int = 0
     checkpoint: dict[str, Any] | None = None
+
+
+class AddChildren(CamelModel):
+    """Update input: children added to an open parent (projections already written)."""
+
+    children: list[ChildSpec]
 
 
 class JobWorkflowResult(CamelModel):

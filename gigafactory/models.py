@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -171,6 +171,9 @@ class JobSpec(CamelModel):
     # that override the product's for this job only (validated at submit).
     preferred_labels: list[str] = Field(default_factory=list)
     routing_weights: dict[str, float] | None = None
+    # For a parent: what a failing child does to the others (gigafactory.dag).
+    failure_policy: Literal["fail-fast", "continue"] = "fail-fast"
+    cancel_running_on_failure: bool = False
 
     @field_validator("timeout_s", mode="before")
     @classmethod

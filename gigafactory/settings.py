@@ -61,6 +61,8 @@ class Settings(BaseSettings):
 
     # Limits.
     max_spec_bytes: int = 256 * 1024
+    dag_max_children: int = Field(default=500, ge=1)  # children directly under one parent
+    dag_max_depth: int = Field(default=50, ge=1)  # the longest dependency chain
     max_artifact_bytes: int = 50 * 1024 * 1024
     log_chunk_interval_s: float = Field(default=1.0, gt=0)
 

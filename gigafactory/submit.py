@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio.client import Client
-from temporalio.common import Priority as TemporalPriority
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from gigafactory.contracts import (
@@ -23,90 +22,23 @@ from gigafactory.contracts import (
     JOB_WORKFLOW,
     JobTiming,
     JobWorkflowInput,
+    child_job_id,
     job_workflow_id,
 )
-from gigafactory.models import Event, Job, JobSpec, Priority, Stage
-from gigafactory.search_attributes import (
-    FLEET_ENGINE,
-    FLEET_PRIORITY,
-    FLEET_PRODUCT_ID,
-    FLEET_STAGE,
-)
+from gigafactory.models import ChildSpec, Event, Job, JobSpec, Stage, WaitReason
 from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore
+from gigafactory.workflow_view import (
+    initial_search_attributes,
+    new_job_id,
+    temporal_priority,
+    workflow_details,
+    workflow_summary,
+)
 
-__all__ = [
-    "TEMPORAL_PRIORITY_KEY",
-    "new_job_id",
-    "submit_job",
-    "workflow_details",
-    "workflow_summary",
-]
+__all__ = ["create_child_jobs", "new_job_id", "remove_child_jobs", "submit_job"]
 
 logger = logging.getLogger(__name__)
-
-# Temporal's task-queue priority: a lower key is served first (1 is the highest).
-TEMPORAL_PRIORITY_KEY: dict[Priority, int] = {
-    Priority.CRITICAL: 1,
-    Priority.HIGH: 2,
-    Priority.NORMAL: 3,
-    Priority.LOW: 4,
-}
-
-_SUMMARY_MAX = 200
-_PROMPT_EXCERPT = 600
-
-
-def new_job_id() -> str:
-    """A fresh job id (12 hex digits)."""
-    return uuid.uuid4().hex[:12]
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def workflow_summary(job_id: str, spec: JobSpec) -> str:
-    """The one-line summary the Temporal UI shows for a job's workflow."""
-    what = spec.title or _first_line(spec.prompt)
-    return f"{spec.priority.value} {spec.engine} job {job_id} for {spec.product_id}: {what}"[
-        :_SUMMARY_MAX
-    ]
-
-
-def _cell(value: object) -> str:
-    # Pipes and newlines would break the Markdown table.
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def workflow_details(job_id: str, spec: JobSpec) -> str:
-    """The Markdown details the Temporal UI shows for a job's workflow."""
-    rows: list[tuple[str, object]] = [
-        ("job", job_id),
-        ("product", spec.product_id),
-        ("engine", spec.engine),
-        ("priority", spec.priority.value),
-        ("cwd", spec.cwd),
-        ("yolo", spec.yolo),
-        ("lock", spec.lock or "-"),
-        ("timeout", f"{spec.timeout_s:g}s"),
-        ("capabilities", ", ".join(spec.capabilities) or "-"),
-        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(spec.labels.items())) or "-"),
-        (
-            "estimated cost",
-            "-" if spec.estimated_cost_usd is None else f"${spec.estimated_cost_usd:.2f}",
-        ),
-    ]
-    if spec.title:
-        rows.insert(1, ("title", spec.title))
-    table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
-    prompt = spec.prompt
-    if len(prompt) > _PROMPT_EXCERPT:
-        prompt = prompt[:_PROMPT_EXCERPT] + "\n..."
-    return f"| field | value |\n|---|---|\n{table}\n\n**Prompt**\n\n```\n{prompt}\n```\n"
 
 
 async def submit_job(
@@ -161,7 +93,11 @@ async def submit_job(
     )
     # A deterministic id, so the rollback below can find the event again.
     event_id = f"{job_id}.submitted"
+    children: list[Job] = []
     try:
+        # A parent's children (and theirs) exist from the start, waiting for their turn, so
+        # the DAG view is whole at once and every child workflow finds its projection.
+        children = await create_child_jobs(store, job, submitted_by=submitted_by, now=now)
         await store.append_event(
             Event(
                 id=event_id,
@@ -186,17 +122,10 @@ async def submit_job(
             task_queue=task_queue,
             # One workflow per job, ever: a job id is never reused for a second run.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(FLEET_PRODUCT_ID, product_id),
-                    SearchAttributePair(FLEET_STAGE, Stage.QUEUED.value),
-                    SearchAttributePair(FLEET_PRIORITY, spec.priority.value),
-                    SearchAttributePair(FLEET_ENGINE, spec.engine),
-                ]
-            ),
+            search_attributes=initial_search_attributes(spec),
             static_summary=workflow_summary(job_id, spec),
             static_details=workflow_details(job_id, spec),
-            priority=TemporalPriority(priority_key=TEMPORAL_PRIORITY_KEY[spec.priority]),
+            priority=temporal_priority(spec),
         )
     except BaseException as err:
         logger.warning("submit of job %s rolled back: %s", workflow_id, err)
@@ -205,10 +134,77 @@ async def submit_job(
             # workflow with this fresh id can only be ours, so stop it rather than leave it
             # running without its projection.
             await _terminate_quietly(client, workflow_id)
+        await remove_child_jobs(store, children)
         await _rollback(store, job_id, product_id, event_id)
         raise
     logger.info("submitted job %s (%s)", workflow_id, workflow_summary(job_id, spec))
     return job
+
+
+async def create_child_jobs(
+    store: FleetStore,
+    parent: Job,
+    *,
+    submitted_by: str,
+    now: datetime,
+    children: Sequence[ChildSpec] | None = None,
+) -> list[Job]:
+    """Write the projections of a parent's children, and theirs, each `queued` and waiting
+    for its dependencies; their workflows are started by the parent's.
+
+    On a failure, what this call wrote is removed again and the error re-raised.
+
+    Returns:
+        The jobs written, parents before their children.
+    """
+    written: list[Job] = []
+    try:
+        pending = [(parent, list(children if children is not None else parent.spec.children))]
+        while pending:
+            owner, specs = pending.pop(0)
+            for child in specs:
+                job_id = child_job_id(owner.id, child.id)
+                waits = ", ".join(child.depends_on)
+                job = await store.create_job(
+                    Job(
+                        id=job_id,
+                        product_id=owner.product_id,
+                        workflow_id=job_workflow_id(owner.product_id, job_id),
+                        spec=child.spec,
+                        stage=Stage.QUEUED,
+                        wait_reason=WaitReason.DEPS,
+                        stage_reason=f"waiting for {waits}" if waits else "waiting for its parent",
+                        parent_id=owner.id,
+                        submitted_by=submitted_by,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                written.append(job)
+                await store.append_event(
+                    Event(
+                        id=f"{job_id}.submitted",
+                        job_id=job_id,
+                        product_id=owner.product_id,
+                        at=now,
+                        kind="stage",
+                        actor=submitted_by,
+                        stage=Stage.QUEUED,
+                        reason=f"submitted as child {child.id!r} of job {owner.id}",
+                    )
+                )
+                if child.spec.children:
+                    pending.append((job, list(child.spec.children)))
+    except BaseException:
+        await remove_child_jobs(store, written)
+        raise
+    return written
+
+
+async def remove_child_jobs(store: FleetStore, jobs: Sequence[Job]) -> None:
+    """Undo `create_child_jobs`: remove the projections and their first events."""
+    for job in reversed(jobs):
+        await _rollback(store, job.id, job.product_id, f"{job.id}.submitted")
 
 
 async def _terminate_quietly(client: Client, workflow_id: str) -> None:

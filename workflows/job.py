@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,10 +22,11 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    ChildWorkflowError,
     TimeoutError,
     TimeoutType,
 )
-from temporalio.workflow import ActivityCancellationType
+from temporalio.workflow import ActivityCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from gigafactory.contracts import (
@@ -41,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_LOCK_GRANTED,
         SIGNAL_LOCK_RELEASE,
         SIGNAL_WAKE,
+        UPDATE_ADD_CHILDREN,
+        AddChildren,
         AgentStarted,
         BeginAttemptInput,
         FenceInput,
@@ -58,10 +62,13 @@ with workflow.unsafe.imports_passed_through():
         RunAgentResult,
         TransitionInput,
         WakeSignal,
+        child_job_id,
         factory_task_queue,
+        job_workflow_id,
         lock_workflow_id,
     )
-    from gigafactory.models import RunOutcome, Stage, WaitReason
+    from gigafactory.dag import FailurePolicy, parent_outcome, plan
+    from gigafactory.models import ChildSpec, RunOutcome, Stage, WaitReason
     from gigafactory.policies import (
         AGENT_RETRY,
         CONTROL_RETRY,
@@ -70,6 +77,12 @@ with workflow.unsafe.imports_passed_through():
         agent_start_to_close,
     )
     from gigafactory.search_attributes import FLEET_FACTORY_ID, FLEET_STAGE
+    from gigafactory.workflow_view import (
+        initial_search_attributes,
+        temporal_priority,
+        workflow_details,
+        workflow_summary,
+    )
 
 __all__ = ["JobWorkflow"]
 
@@ -101,6 +114,13 @@ class JobWorkflow:
         self._exit_code: int | None = None
         # Serialises transitions between the main coroutine and async signal handlers.
         self._transition_lock = asyncio.Lock()
+        # A parent's children: their specs, stages and running child workflows.
+        self._children: list[ChildSpec] = []
+        self._child_stages: dict[str, Stage | None] = {}
+        self._child_tasks: dict[str, asyncio.Task[Stage]] = {}
+        self._child_handles: dict[str, ChildWorkflowHandle[Any, Any]] = {}
+        self._children_open = False
+        self._children_changed = False
 
     # --- handlers -----------------------------------------------------------------------------
     @workflow.signal(name=SIGNAL_WAKE)
@@ -147,6 +167,25 @@ class JobWorkflow:
             factory_id=self._factory_id,
         )
 
+    @workflow.update(name=UPDATE_ADD_CHILDREN)
+    def add_children(self, inp: AddChildren) -> int:
+        """More children for an open parent (the API validated the whole DAG and wrote them)."""
+        self._children.extend(inp.children)
+        self._children_changed = True
+        return len(self._children)
+
+    @add_children.validator
+    def _validate_add_children(self, inp: AddChildren) -> None:
+        if not self._children_open:
+            raise ApplicationError(
+                "the parent is no longer waiting for children: it has finished them, or it "
+                "has none (a job becomes a parent only when submitted with children)",
+                non_retryable=True,
+            )
+        known = {c.id for c in self._children}
+        if clash := [c.id for c in inp.children if c.id in known]:
+            raise ApplicationError(f"duplicate child id {clash[0]!r}", non_retryable=True)
+
     # --- main ---------------------------------------------------------------------------------
     @property
     def _job(self) -> JobWorkflowInput:
@@ -159,20 +198,31 @@ class JobWorkflow:
         self._epoch = inp.lease_epoch
         lock_requested = False
         try:
+            if inp.spec.children:
+                if not await self._run_children():
+                    return self._result()
+                if not inp.spec.prompt.strip():
+                    await self._transition(Stage.SUCCEEDED, reason=self._children_summary())
+                    return self._result()
             if inp.spec.lock:
                 lock_requested = True
                 await self._acquire_lock(inp.spec.lock)
             await self._run_attempts()
         except asyncio.CancelledError:
-            await self._transition(Stage.CANCELLED, reason="cancelled")
+            await _despite_cancel(lambda: self._cancel_unstarted_children("parent cancelled"))
+            await _despite_cancel(lambda: self._transition(Stage.CANCELLED, reason="cancelled"))
             raise
         finally:
             if lock_requested and inp.spec.lock:
-                await self._release_lock(inp.spec.lock)
+                lock = inp.spec.lock
+                await _despite_cancel(lambda: self._release_lock(lock))
             await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result()
+
+    def _result(self) -> JobWorkflowResult:
         return JobWorkflowResult(
-            job_id=inp.job_id,
-            product_id=inp.product_id,
+            job_id=self._job.job_id,
+            product_id=self._job.product_id,
             stage=self._stage,
             reason=self._reason,
             lease_epoch=self._epoch,
@@ -180,6 +230,121 @@ class JobWorkflow:
             exit_code=self._exit_code,
             cost_usd=self._cost,
         )
+
+    # --- children (a DAG parent) --------------------------------------------------------------
+    async def _run_children(self) -> bool:
+        """Run the children in dependency order; True when the parent may go on.
+
+        Each child is a full JobWorkflow (routed, locked, preemptible like any job), started
+        as a child workflow once its dependencies are satisfied (gigafactory.dag). Parent
+        close policy REQUEST_CANCEL: a parent that ends early (cancelled, terminated, timed
+        out) asks its open children to cancel, so nothing runs on for a parent that is gone.
+        """
+        spec = self._job.spec
+        policy = FailurePolicy(spec.failure_policy, spec.cancel_running_on_failure)
+        self._children = list(spec.children)
+        self._children_open = True
+        try:
+            while True:
+                self._children_changed = False
+                step = plan(self._children, self._child_stages, policy)
+                for child_id, why in step.block.items():
+                    await self._child_transition(child_id, Stage.BLOCKED, why)
+                for child_id in step.cancel:
+                    self._child_handles[child_id].cancel()
+                for child_id in step.start:
+                    await self._start_child(child_id)
+                done, total = step.progress
+                if step.done:
+                    break
+                reason = f"children: {done} of {total} done"
+                if self._stage != Stage.WAITING or self._reason != reason:
+                    await self._transition(
+                        Stage.WAITING, wait_reason=WaitReason.DEPS, reason=reason
+                    )
+                await workflow.wait_condition(
+                    lambda: (
+                        self._children_changed or any(t.done() for t in self._child_tasks.values())
+                    )
+                )
+                for child_id, task in list(self._child_tasks.items()):
+                    if task.done():
+                        self._child_stages[child_id] = task.result()
+                        del self._child_tasks[child_id]
+        finally:
+            self._children_open = False
+        outcome, failure = parent_outcome(self._children, self._child_stages, policy)
+        if outcome != Stage.SUCCEEDED:
+            await self._transition(outcome, reason=failure)
+            return False
+        await self._transition(Stage.QUEUED, reason=self._children_summary(), kind="children")
+        return True
+
+    def _children_summary(self) -> str:
+        """`children done: 3 succeeded, 1 failed (handled), 1 blocked` in stage order."""
+        counts: dict[str, int] = {}
+        for child in self._children:
+            stage = self._child_stages.get(child.id)
+            name = stage.value if stage else "not started"
+            counts[name] = counts.get(name, 0) + 1
+        parts = [f"{n} {name}" for name, n in counts.items()]
+        return "children done: " + ", ".join(parts)
+
+    async def _start_child(self, child_id: str) -> None:
+        job = self._job
+        child = next(c for c in self._children if c.id == child_id)
+        job_id = child_job_id(job.job_id, child_id)
+        handle = await workflow.start_child_workflow(
+            JOB_WORKFLOW,
+            JobWorkflowInput(
+                job_id=job_id,
+                product_id=job.product_id,
+                spec=child.spec,
+                timing=job.timing,
+                parent_workflow_id=workflow.info().workflow_id,
+            ),  # fmt: skip
+            id=job_workflow_id(job.product_id, job_id),
+            task_queue=workflow.info().task_queue,
+            parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=initial_search_attributes(child.spec),
+            static_summary=workflow_summary(job_id, child.spec),
+            static_details=workflow_details(job_id, child.spec),
+            priority=temporal_priority(child.spec),
+            result_type=JobWorkflowResult,
+        )
+        self._child_handles[child_id] = handle
+        self._child_stages[child_id] = Stage.QUEUED
+        self._child_tasks[child_id] = asyncio.create_task(self._child_end(handle))
+
+    @staticmethod
+    async def _child_end(handle: ChildWorkflowHandle[Any, Any]) -> Stage:
+        """The child's terminal stage (a cancelled or crashed child workflow included)."""
+        try:
+            result: JobWorkflowResult = await handle
+        except ChildWorkflowError as err:
+            return Stage.CANCELLED if isinstance(err.cause, CancelledError) else Stage.FAILED
+        return Stage.FAILED if result.stage not in _FINAL_OR_SHIPPED else result.stage
+
+    async def _cancel_unstarted_children(self, why: str) -> None:
+        for child in self._children:
+            if self._child_stages.get(child.id) is None:
+                await self._child_transition(child.id, Stage.CANCELLED, why)
+
+    async def _child_transition(self, child_id: str, stage: Stage, why: str) -> None:
+        """Record a stage for a child that never started (its workflow would otherwise)."""
+        job = self._job
+        await self._local(
+            RECORD_TRANSITION,
+            TransitionInput(
+                job_id=child_job_id(job.job_id, child_id),
+                product_id=job.product_id,
+                event_id=str(workflow.uuid4()),
+                at=workflow.now(),
+                stage=stage,
+                reason=why,
+            ),
+        )
+        self._child_stages[child_id] = stage
 
     async def _run_attempts(self) -> None:
         lost = 0
@@ -297,7 +462,11 @@ class JobWorkflow:
         except asyncio.CancelledError:
             handle.cancel()
             result = await self._drain(handle, started_at)
-            await self._finish(factory_id, epoch, started_at, result, override=RunOutcome.CANCELLED)
+            await _despite_cancel(
+                lambda: self._finish(
+                    factory_id, epoch, started_at, result, override=RunOutcome.CANCELLED
+                )
+            )
             raise
         except ActivityError as err:
             result, lost_reason = self._classify_failure(err, factory_id, started_at)
@@ -503,7 +672,21 @@ class JobWorkflow:
         )
 
 
+async def _despite_cancel(step: Callable[[], Awaitable[None]], attempts: int = 3) -> None:
+    """Run a clean-up step after the workflow was cancelled, even if the cancellation is
+    delivered a second time (it can be: a cancel that lands while a local activity is in
+    flight cancels that activity and is raised again at the next await)."""
+    for attempt in range(attempts):
+        try:
+            await step()
+            return
+        except asyncio.CancelledError:
+            if attempt == attempts - 1:
+                raise
+
+
 _FINAL = frozenset({Stage.SUCCEEDED, Stage.FAILED, Stage.CANCELLED, Stage.BLOCKED})
+_FINAL_OR_SHIPPED = _FINAL | {Stage.SHIPPED}
 
 
 def _route_data(route: RouteResult) -> dict[str, Any]:

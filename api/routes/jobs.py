@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -41,10 +42,12 @@ from api.schemas import (
     SubmitJob,
 )
 from gigafactory.contracts import JobTiming
-from gigafactory.jobspec import parse_job_spec
+from gigafactory.dag import DagError, DagLimits, validate_dag
+from gigafactory.jobspec import inherit_child_fields, parse_job_spec
 from gigafactory.models import (
     TERMINAL_STAGES,
     ApiKey,
+    ChildSpec,
     Event,
     Job,
     JobSpec,
@@ -86,14 +89,6 @@ def _product_not_found(product_id: str) -> ApiError:
 def _build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
     """The validated spec of a submit request, in a product the key may see."""
     fields = body.job_fields()
-    if body.children:
-        raise ApiError(
-            422,
-            "unsupported",
-            "children are not supported yet: submit each job on its own",
-            field="children",
-        )
-    fields.pop("children", None)
     if body.spec is not None:
         size = len(body.spec.encode())
         if size > settings.max_spec_bytes:
@@ -105,7 +100,7 @@ def _build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
         prompt_size = len((body.prompt or "").encode())
         if prompt_size > settings.max_spec_bytes:
             raise _too_large("prompt", prompt_size, settings.max_spec_bytes)
-        spec = JobSpec.model_validate(fields)
+        spec = JobSpec.model_validate(inherit_child_fields(fields))
     if "product_id" not in spec.model_fields_set:
         # Neither the request nor the spec file named a product: the key's only one, if so.
         if len(key.products) != 1 or key.products[0] == "*":
@@ -118,12 +113,45 @@ def _build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
                 f"productId is required: this key may submit to {which}",
                 field="productId",
             )
-        spec = JobSpec.model_validate({**spec.model_dump(), "product_id": key.products[0]})
+        spec = JobSpec.model_validate(
+            inherit_child_fields({**spec.model_dump(by_alias=True), "productId": key.products[0]})
+        )
     if not key.may_see(spec.product_id):
         raise _product_not_found(spec.product_id)
     if spec.routing_weights:
         check_weights(spec.routing_weights, layer="request override", field="routingWeights")
+    check_dag(spec, settings)
     return spec
+
+
+def check_dag(
+    spec: JobSpec,
+    settings: Settings,
+    children: Sequence[ChildSpec] | None = None,
+    existing: Sequence[ChildSpec] = (),
+) -> None:
+    """422 naming the id or edge when `children` (default: the spec's), with the parent's
+    `existing` ones, are not a valid DAG; their own children are checked the same way."""
+    limits = DagLimits(settings.dag_max_children, settings.dag_max_depth)
+    top = list(spec.children if children is None else children)
+    pending: list[tuple[str, Sequence[ChildSpec], Sequence[ChildSpec]]] = [("", top, existing)]
+    while pending:
+        where, new, known = pending.pop()
+        try:
+            validate_dag(new, limits, existing=known)
+        except DagError as err:
+            raise ApiError(422, "invalid_dag", f"{where}{err}", field="children") from None
+        for child in new:
+            if child.spec.product_id != spec.product_id:
+                raise ApiError(
+                    422,
+                    "invalid_dag",
+                    f"{where}child {child.id!r} is in product {child.spec.product_id}; "
+                    f"children belong to their parent's product {spec.product_id}",
+                    field="children",
+                )
+            if child.spec.children:
+                pending.append((f"{where}child {child.id!r}: ", child.spec.children, ()))
 
 
 @router.post("", status_code=201, response_model=JobOut)

@@ -115,12 +115,41 @@ def job(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
     tail: Annotated[int, typer.Option(help="Log lines to show.")] = 20,
+    dag: Annotated[bool, typer.Option("--dag", help="The job and its children as a tree.")] = False,
 ) -> None:
     """A job's stage, runs, events and log tail."""
     with api(ctx) as client:
+        if dag:
+            typer.echo(render_dag(client.get(f"/fleet/jobs/{job_id}/dag")))
+            return
         if follow:
             raise typer.Exit(_follow(client, job_id))
         typer.echo(describe_job(client, job_id, tail))
+
+
+def render_dag(root: dict[str, Any]) -> str:
+    """A DAG as an indented tree: stage, factory, own and rolled-up cost, dependencies."""
+    lines: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str, last: bool, top: bool) -> None:
+        name = node["childId"] or node["id"]
+        deps = f" after {', '.join(node['dependsOn'])}" if node["dependsOn"] else ""
+        kind = node.get("dependencyKind")
+        if deps and kind and kind != "succeeded":
+            deps += f" ({kind})"
+        cost = f"${node['costUsd']:.2f}"
+        if node["children"]:
+            cost += f" (tree ${node['rollupCostUsd']:.2f}, {node['progress']})"
+        where = f" on {node['factoryId']}" if node.get("factoryId") else ""
+        reason = f": {node['stageReason']}" if node.get("stageReason") else ""
+        branch = "" if top else ("└─ " if last else "├─ ")
+        lines.append(f"{prefix}{branch}{name}  {node['stage']}{where}  {cost}{deps}{reason}")
+        inner = prefix if top else prefix + ("   " if last else "│  ")
+        for i, child in enumerate(node["children"]):
+            walk(child, inner, i == len(node["children"]) - 1, False)
+
+    walk(root, "", True, True)
+    return "\n".join(lines)
 
 
 def describe_job(client: ApiClient, job_id: str, tail: int = 20) -> str:

@@ -26,7 +26,7 @@ from gigafactory.search_attributes import (
 from gigafactory.store import NotFound
 from gigafactory.submit import submit_job
 from tests.api.conftest import MAX_SPEC_BYTES, Api, new_product
-from tests.conftest import SHARED_DIR
+from tests.conftest import EXAMPLES_DIR
 
 pytestmark = pytest.mark.temporal
 
@@ -73,7 +73,7 @@ async def test_submit_fields_starts_a_named_searchable_workflow(api: Api) -> Non
 
 
 async def test_submit_spec_text_with_overrides(api: Api) -> None:
-    text = (SHARED_DIR / "examples" / "shell-hello.md").read_text()
+    text = (EXAMPLES_DIR / "shell-hello.md").read_text()
     job = await api.submit(spec=text, cwd="/tmp/work")
     spec = job["spec"]
     assert (spec["engine"], spec["lock"], spec["timeoutS"], spec["yolo"]) == (
@@ -149,7 +149,9 @@ async def test_bad_fields_name_the_field(api: Api) -> None:
     assert r.json()["error"]["field"] == "prompt"
 
 
-async def test_children_are_refused_for_now(api: Api) -> None:
+async def test_children_in_the_nested_spec_form_are_accepted(api: Api) -> None:
+    # Children were refused (422 "unsupported") until DAGs landed; tests/api/test_dag.py
+    # covers their validation.
     r = await api.http.post(
         "/fleet/jobs",
         json={
@@ -160,12 +162,10 @@ async def test_children_are_refused_for_now(api: Api) -> None:
         },
         headers=api.admin,
     )
-    assert r.status_code == 422
-    assert r.json()["error"] == {
-        "code": "unsupported",
-        "message": "children are not supported yet: submit each job on its own",
-        "field": "children",
-    }
+    assert r.status_code == 201, r.text
+    assert [c["id"] for c in r.json()["spec"]["children"]] == ["a"]
+    child = await api.store.get_job(f"{r.json()['id']}.a", api.product)
+    assert child.parent_id == r.json()["id"]
 
 
 async def test_oversized_spec_is_413_with_the_size(api: Api) -> None:

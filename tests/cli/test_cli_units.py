@@ -120,3 +120,41 @@ def test_invalid_setting_is_named(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "api_port" in result.output
+
+
+def test_render_dag_draws_the_tree_with_dependencies_and_costs() -> None:
+    from gigafactory.cli.jobs import render_dag
+
+    def node(child_id: str | None, stage: str, deps: list[str], **extra: object) -> dict:
+        base = {
+            "id": f"p.{child_id}" if child_id else "p",
+            "childId": child_id,
+            "stage": stage,
+            "stageReason": None,
+            "dependsOn": deps,
+            "dependencyKind": "succeeded",
+            "factoryId": "f1",
+            "costUsd": 0.1,
+            "rollupCostUsd": 0.1,
+            "progress": None,
+            "children": [],
+        }
+        base.update(extra)
+        return base
+
+    tree = node(
+        None,
+        "waiting",
+        [],
+        rollupCostUsd=0.3,
+        progress="1 of 2 done",
+        children=[
+            node("a", "succeeded", []),
+            node("fix", "blocked", ["a"], dependencyKind="failed", factoryId=None),
+        ],
+    )
+    assert render_dag(tree).splitlines() == [
+        "p  waiting on f1  $0.10 (tree $0.30, 1 of 2 done)",
+        "├─ a  succeeded on f1  $0.10",
+        "└─ fix  blocked  $0.10 after a (failed)",
+    ]
