@@ -8,25 +8,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from gigafactory.budgets import (
+    UPDATE_ADMIT,
+    AdmissionRequest,
+    AdmissionResult,
+    BudgetConfig,
+    ProductControllerInput,
+)
 from gigafactory.contracts import (
     BEGIN_ATTEMPT,
+    BUDGET_ADMIT,
     CONTROL_TASK_QUEUE,
     FENCE_REPORT,
     FINISH_RUN,
     LOCK_WORKFLOW,
+    PRODUCT_CONTROLLER_WORKFLOW,
     RECORD_TRANSITION,
     REQUEST_LOCK,
     ROUTE_JOB,
     SIGNAL_LOCK_ACQUIRE,
     WORKFLOW_IS_OPEN,
     BeginAttemptInput,
+    BudgetAdmitInput,
     CandidateScore,
     FenceInput,
     FinishRunInput,
@@ -38,6 +50,7 @@ from gigafactory.contracts import (
     TransitionInput,
     WorkflowIsOpenInput,
     lock_workflow_id,
+    product_workflow_id,
 )
 from gigafactory.models import (
     TERMINAL_STAGES,
@@ -47,7 +60,9 @@ from gigafactory.models import (
     Run,
     SlotReservation,
     SlotTable,
+    SpendRecord,
     Stage,
+    WaitReason,
 )
 from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore, StaleEpoch
@@ -59,11 +74,32 @@ from routing import (
     JobRequest,
     RoutingContext,
     WeightsError,
+    rank_jobs,
     resolve_weights,
     select_factory,
 )
 
-__all__ = ["ControlActivities"]
+__all__ = ["ControlActivities", "controller_start", "controller_summary"]
+
+
+def controller_summary(product_id: str) -> str:
+    """The Temporal UI's one line for a product's controller."""
+    return f"budget controller of product {product_id}"
+
+
+def controller_start(
+    product_id: str, config: BudgetConfig, task_queue: str
+) -> WithStartWorkflowOperation[Any, Any]:
+    """Start the product's controller unless it runs (update-with-start, signal-with-start)."""
+    return WithStartWorkflowOperation(
+        PRODUCT_CONTROLLER_WORKFLOW,
+        ProductControllerInput(product_id=product_id, config=config),
+        id=product_workflow_id(product_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=controller_summary(product_id),
+    )
+
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +123,7 @@ class ControlActivities:
         unhealthy_after_s: float = 20.0,
         weights: FleetWeights | None = None,
         shadow_weights: FleetWeights | None = None,
+        capacity_recheck_s: float = 15.0,
         task_queue: str = CONTROL_TASK_QUEUE,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -95,6 +132,9 @@ class ControlActivities:
         self.unhealthy_after_s = unhealthy_after_s
         self.weights = weights or FleetWeights()
         self.shadow_weights = shadow_weights
+        # A waiting job re-routes at least this often; one silent for 3x as long no longer
+        # competes for slots (its workflow is gone or stuck).
+        self.competitor_ttl = timedelta(seconds=3 * capacity_recheck_s)
         self.task_queue = task_queue
         self.clock = clock
         # Reaping checks every reservation against the store and Temporal; on a full fleet
@@ -111,6 +151,7 @@ class ControlActivities:
             self.request_lock,
             self.workflow_is_open,
             self.fence_report,
+            self.budget_admit,
         ]
 
     # --- routing ------------------------------------------------------------------------------
@@ -147,7 +188,18 @@ class ControlActivities:
             priority=inp.priority,
             reserved_at=now,
         )
+        competitors = await self._competitors(inp, now) if ordered else []
+        me = replace(request, waiting_since=inp.waiting_since or now)
+        held: list[str] = []
+        by_id = {v.id: v for v in views}
         for factory_id in ordered:
+            view = by_id[factory_id]
+            if competitors:
+                # A freed slot goes to the best waiting job, not the first to ask (select_job).
+                ranked = [c.job_id for c in rank_jobs([*competitors, me], view, ctx, weights)]
+                if inp.job_id in ranked and ranked.index(inp.job_id) >= view.free:
+                    held.append(factory_id)
+                    continue
             if await self.store.reserve_slot(factory_id, factories[factory_id].slots, reservation):
                 score = next(c.score for c in candidates if c.factory_id == factory_id)
                 return RouteResult(
@@ -162,15 +214,54 @@ class ControlActivities:
         # them (a terminated workflow), then try once more.
         if await self._reap(factories, tables, now, inp.job_id):
             return await self.route_job(inp)
+        await self._mark_routed(inp, now)
         reason = decision.reason or (
             f"all factories offering engine {inp.engine} are full" if eligible else None
         )
+        if held and not decision.reason:
+            reason = f"free slots on {', '.join(held)} go to higher-ranked waiting jobs first"
         return RouteResult(
             candidates=candidates,
             waiting_reason=reason or "no factory has a free slot",
             weights=weights.as_dict(),
             shadow=shadow,
         )
+
+    async def _competitors(self, inp: RouteInput, now: datetime) -> list[JobRequest]:
+        """Jobs waiting for capacity that still re-route (other than this one)."""
+        page = await self.store.list_jobs(stage=Stage.WAITING, limit=500)
+        out = []
+        for job in page.items:
+            if (
+                job.id == inp.job_id
+                or job.wait_reason != WaitReason.CAPACITY
+                or job.routed_at is None
+                or now - job.routed_at > self.competitor_ttl
+            ):
+                continue
+            out.append(
+                JobRequest(
+                    job_id=job.id,
+                    engine=job.spec.engine,
+                    capabilities=frozenset(job.spec.capabilities),
+                    priority=job.spec.priority.value,
+                    waiting_since=job.updated_at,
+                    preferred_labels=frozenset(job.spec.preferred_labels),
+                )
+            )
+        return out
+
+    async def _mark_routed(self, inp: RouteInput, now: datetime) -> None:
+        """Note that the job asked for a slot and got none (it competes for the next)."""
+
+        def mark(job: Job) -> Job:
+            job.routed_at = now
+            return job
+
+        try:
+            await self.store.update_job(inp.job_id, inp.product_id, mark)
+        except NotFound:
+            pass
 
     async def _weights(self, inp: RouteInput) -> FleetWeights:
         """Defaults -> the product's override -> the job's own (both validated when set)."""
@@ -362,6 +453,17 @@ class ControlActivities:
                 checkpoint=inp.checkpoint,
             )
         )
+        # The ledger: one entry per run, whether or not budgets are enforced.
+        await self.store.record_spend(
+            SpendRecord(
+                id=run_id,
+                product_id=inp.product_id,
+                job_id=inp.job_id,
+                usd=inp.cost_usd,
+                estimated=inp.cost_estimated,
+                at=inp.finished_at,
+            )
+        )
         # The job's cost is the sum over its runs, so a retried activity counts nothing twice.
         runs = await self.store.list_runs(inp.job_id, inp.product_id)
         total = sum(r.cost_usd for r in runs)
@@ -389,6 +491,28 @@ class ControlActivities:
             )
         except StaleEpoch:
             pass
+
+    # --- budgets ------------------------------------------------------------------------------
+    @activity.defn(name=BUDGET_ADMIT)
+    async def budget_admit(self, inp: BudgetAdmitInput) -> AdmissionResult:
+        """Ask the product's controller (started with the stored budget if missing) to admit."""
+        stored = await self.store.get_budget(inp.product_id)
+        config = BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
+        estimate = inp.estimate_usd
+        request = AdmissionRequest(
+            job_id=inp.job_id,
+            workflow_id=inp.workflow_id,
+            priority=inp.priority,
+            estimate_usd=config.default_estimate_usd if estimate is None else estimate,
+            requested_at=inp.requested_at,
+        )
+        result: AdmissionResult = await self.client.execute_update_with_start_workflow(
+            UPDATE_ADMIT,
+            request,
+            start_workflow_operation=controller_start(inp.product_id, config, self.task_queue),
+            result_type=AdmissionResult,
+        )
+        return result
 
     # --- Temporal -----------------------------------------------------------------------------
     @activity.defn(name=REQUEST_LOCK)

@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from api.deps import BOOTSTRAP_KEY_ID, Clock, utcnow
 from api.errors import install_error_handlers
-from api.routes import artifacts, dag, factories, health, jobs, keys, routing
+from api.routes import artifacts, budgets, dag, factories, health, jobs, keys, routing
 from gigafactory.models import ApiKey, Role
 from gigafactory.security import hash_token
 from gigafactory.settings import Settings
@@ -125,6 +125,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(routing.router)
     app.include_router(dag.router)
+    app.include_router(budgets.router)
     return app
 
 

@@ -38,6 +38,7 @@ FINISH_RUN = "fleet.finish_run"
 REQUEST_LOCK = "fleet.request_lock"
 WORKFLOW_IS_OPEN = "fleet.workflow_is_open"
 FENCE_REPORT = "fleet.fence_report"
+BUDGET_ADMIT = "fleet.budget_admit"
 # The activity every factory runs, on its own task queue.
 RUN_AGENT = "factory.run_agent"
 
@@ -98,6 +99,8 @@ class JobTiming(CamelModel):
     stop_grace_s: float = 10.0
     lock_check_s: float = 30.0
     max_lost_attempts: int = 5
+    # FLEET_BUDGETS at submit: ask the product's controller before every attempt.
+    budgets: bool = False
 
 
 class JobWorkflowInput(CamelModel):
@@ -378,3 +381,14 @@ class BaselineResult(CamelModel):
     """When the baseline activity started (its worker's clock)."""
 
     started_at: datetime
+
+
+class BudgetAdmitInput(CamelModel):
+    """Activity input: ask the product's controller to admit an attempt of the job."""
+
+    product_id: str
+    job_id: str
+    workflow_id: str
+    priority: Priority = Priority.NORMAL
+    estimate_usd: float | None = None  # None: the product's default estimate
+    requested_at: datetime

@@ -34,6 +34,8 @@ __all__ = [
     "PRIORITY_RANK",
     "Role",
     "RoutingWeights",
+    "SpendRecord",
+    "StoredBudget",
     "Run",
     "RunOutcome",
     "SlotReservation",
@@ -229,6 +231,8 @@ class Job(CamelModel):
     exit_code: int | None = None
     attempts: int = 0
     fenced_reports: int = 0
+    # The last routing attempt that found no slot: a waiting job that still competes.
+    routed_at: datetime | None = None
     etag: str | None = Field(default=None, exclude=True)
 
 
@@ -356,6 +360,27 @@ class RoutingWeights(CamelModel):
     id: str = "routing-weights"
     product_id: str
     weights: dict[str, float] = Field(default_factory=dict)
+    updated_at: datetime
+    updated_by: str
+
+
+class SpendRecord(CamelModel):
+    """One run's spend in a product's ledger; the id is the run id, so it is written once."""
+
+    id: str  # the run id, "<jobId>.<epoch>"
+    product_id: str
+    job_id: str
+    usd: float = Field(ge=0)
+    estimated: bool = False
+    at: datetime
+
+
+class StoredBudget(CamelModel):
+    """A product's budget settings as operators set them (the controller owns the counts)."""
+
+    id: str = "budget"
+    product_id: str
+    config: dict[str, Any] = Field(default_factory=dict)
     updated_at: datetime
     updated_by: str
 

@@ -55,6 +55,7 @@ def control_worker(
         client,
         unhealthy_after_s=settings.factory_unhealthy_after_s,
         shadow_weights=shadow_weights(settings),
+        capacity_recheck_s=settings.capacity_recheck_s,
         task_queue=task_queue,
     )
     return Worker(

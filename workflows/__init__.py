@@ -2,7 +2,8 @@
 
 from workflows.job import JobWorkflow
 from workflows.lock import LockWorkflow
+from workflows.product import ProductControllerWorkflow
 
-__all__ = ["JobWorkflow", "LockWorkflow", "WORKFLOWS"]
+__all__ = ["JobWorkflow", "LockWorkflow", "ProductControllerWorkflow", "WORKFLOWS"]
 
-WORKFLOWS: list[type] = [JobWorkflow, LockWorkflow]
+WORKFLOWS: list[type] = [JobWorkflow, LockWorkflow, ProductControllerWorkflow]

@@ -29,8 +29,17 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from gigafactory.budgets import (
+        SIGNAL_BUDGET_ADMITTED,
+        SIGNAL_JOB_FINISHED,
+        SIGNAL_RECORD_SPEND,
+        AdmissionResult,
+        JobFinished,
+        LedgerEntry,
+    )
     from gigafactory.contracts import (
         BEGIN_ATTEMPT,
+        BUDGET_ADMIT,
         FENCE_REPORT,
         FINISH_RUN,
         JOB_WORKFLOW,
@@ -47,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         AddChildren,
         AgentStarted,
         BeginAttemptInput,
+        BudgetAdmitInput,
         FenceInput,
         FinishRunInput,
         JobStatus,
@@ -66,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         factory_task_queue,
         job_workflow_id,
         lock_workflow_id,
+        product_workflow_id,
     )
     from gigafactory.dag import FailurePolicy, parent_outcome, plan
     from gigafactory.models import ChildSpec, RunOutcome, Stage, WaitReason
@@ -121,6 +132,8 @@ class JobWorkflow:
         self._child_handles: dict[str, ChildWorkflowHandle[Any, Any]] = {}
         self._children_open = False
         self._children_changed = False
+        self._budget_admitted = False
+        self._budget_asked = False
 
     # --- handlers -----------------------------------------------------------------------------
     @workflow.signal(name=SIGNAL_WAKE)
@@ -154,6 +167,11 @@ class JobWorkflow:
             await self._transition(
                 Stage.RUNNING, reason=f"agent started on {started.factory_id}", epoch=started.epoch
             )
+
+    @workflow.signal(name=SIGNAL_BUDGET_ADMITTED)
+    def budget_admitted(self, result: AdmissionResult) -> None:
+        """The product's controller admitted the waiting attempt (resume, raise, reset)."""
+        self._budget_admitted = True
 
     @workflow.query(name=QUERY_STATUS)
     def status(self) -> JobStatus:
@@ -216,6 +234,8 @@ class JobWorkflow:
             if lock_requested and inp.spec.lock:
                 lock = inp.spec.lock
                 await _despite_cancel(lambda: self._release_lock(lock))
+            if self._budget_asked:
+                await _despite_cancel(self._budget_done)
             await workflow.wait_condition(workflow.all_handlers_finished)
         return self._result()
 
@@ -351,6 +371,8 @@ class JobWorkflow:
         avoid: list[str] = []
         checkpoint = self._job.checkpoint
         while True:
+            if self._job.timing.budgets:
+                await self._admit()
             route = await self._place(avoid)
             assert route.factory_id is not None
             try:
@@ -582,6 +604,59 @@ class JobWorkflow:
                 checkpoint=result.checkpoint,
             ),
         )
+        await self._report_spend(epoch, result)
+
+    # --- budgets ------------------------------------------------------------------------------
+    async def _admit(self) -> None:
+        """Wait until the product's controller admits this attempt (FLEET_BUDGETS on)."""
+        job = self._job
+        self._budget_admitted = False  # the signal may come before the activity returns
+        self._budget_asked = True
+        result: AdmissionResult = await self._local(
+            BUDGET_ADMIT,
+            BudgetAdmitInput(
+                product_id=job.product_id,
+                job_id=job.job_id,
+                workflow_id=workflow.info().workflow_id,
+                priority=job.spec.priority,
+                estimate_usd=job.spec.estimated_cost_usd,
+                requested_at=workflow.now(),
+            ),
+            result_type=AdmissionResult,
+        )
+        if result.admitted:
+            return
+        await self._transition(Stage.WAITING, wait_reason=WaitReason.BUDGET, reason=result.reason)
+        await workflow.wait_condition(lambda: self._budget_admitted)
+        await self._transition(Stage.QUEUED, reason="admitted by the budget", kind="budget")
+
+    async def _report_spend(self, epoch: int, result: RunAgentResult) -> None:
+        """Tell the controller what the run cost (once per run id; it ignores duplicates)."""
+        if not self._budget_asked:
+            return
+        job = self._job
+        entry = LedgerEntry(
+            run_id=f"{job.job_id}.{epoch}",
+            job_id=job.job_id,
+            usd=result.cost_usd,
+            estimated=result.cost_estimated,
+            at=result.finished_at or workflow.now(),
+        )
+        try:
+            await workflow.get_external_workflow_handle(product_workflow_id(job.product_id)).signal(
+                SIGNAL_RECORD_SPEND, entry
+            )
+        except Exception as err:  # noqa: BLE001 - the store's ledger has it regardless
+            workflow.logger.warning("spend of %s not reported: %s", entry.run_id, err)
+
+    async def _budget_done(self) -> None:
+        job = self._job
+        try:
+            await workflow.get_external_workflow_handle(product_workflow_id(job.product_id)).signal(
+                SIGNAL_JOB_FINISHED, JobFinished(job_id=job.job_id)
+            )
+        except Exception as err:  # noqa: BLE001 - a controller that is gone holds nothing
+            workflow.logger.info("job_finished for %s: %s", job.job_id, err)
 
     # --- locks --------------------------------------------------------------------------------
     async def _acquire_lock(self, lock: str) -> None:

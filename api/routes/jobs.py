@@ -177,6 +177,7 @@ async def submit(
             dispatch_timeout_s=settings.dispatch_timeout_s,
             capacity_recheck_s=settings.capacity_recheck_s,
             stop_grace_s=settings.stop_grace_s,
+            budgets=settings.budgets,
         ),
     )
     return job_out(job)

@@ -11,6 +11,7 @@ from gigafactory.cli import factory_cmds as _factory_cmds  # noqa: F401  (regist
 from gigafactory.cli import jobs as jobs_cmds
 from gigafactory.cli import stack_cmds
 from gigafactory.cli.admin import factory_app, key_app
+from gigafactory.cli.budget_cmds import budget_app
 from gigafactory.cli.routing_cmds import route_app
 
 __all__ = ["app", "main"]
@@ -43,6 +44,7 @@ stack_cmds.register(app)
 app.add_typer(factory_app, name="factory")
 app.add_typer(key_app, name="key")
 app.add_typer(route_app, name="route")
+app.add_typer(budget_app, name="budget")
 
 
 def main() -> None:

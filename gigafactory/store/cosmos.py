@@ -67,6 +67,7 @@ ORDER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "runs": ("epoch",),
     "artifacts": ("createdAt",),
     "logs": ("epoch", "seq"),
+    "ledger": ("at",),
 }
 
 # Large payloads nobody filters or orders on: kept out of the index to save write RUs.

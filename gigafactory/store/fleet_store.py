@@ -31,7 +31,9 @@ from gigafactory.models import (
     Run,
     SlotReservation,
     SlotTable,
+    SpendRecord,
     Stage,
+    StoredBudget,
 )
 from gigafactory.store.backend import (
     AlreadyExists,
@@ -512,6 +514,42 @@ class FleetStore:
         )
 
     # --- API keys, enrollment tokens ----------------------------------------------------------
+    # --- budgets and the spend ledger -----------------------------------------------------------
+    async def get_budget(self, product_id: str) -> StoredBudget | None:
+        """The product's budget settings, None when it has none."""
+        try:
+            return _from(StoredBudget, await self.backend.read("budgets", product_id, "budget"))
+        except NotFound:
+            return None
+
+    async def put_budget(self, budget: StoredBudget) -> StoredBudget:
+        """Replace the product's budget settings (the last operator's PUT wins)."""
+        return _from(StoredBudget, await self.backend.upsert("budgets", _doc(budget)))
+
+    async def record_spend(self, record: SpendRecord) -> bool:
+        """Write one run's spend once: False when the run is already in the ledger."""
+        try:
+            await self.backend.create("ledger", _doc(record))
+        except AlreadyExists:
+            return False
+        return True
+
+    async def list_spend(
+        self, product_id: str, *, since: datetime | None = None, limit: int = 1000
+    ) -> list[SpendRecord]:
+        """The product's ledger, newest first (from `since`, when given)."""
+        page = await self.backend.query(
+            "ledger",
+            product_id,
+            Query(
+                order_by="at",
+                descending=True,
+                limit=limit,
+                greater_than=("at", _utc_text(since)) if since else None,
+            ),
+        )
+        return [_from(SpendRecord, d) for d in page.items]
+
     # --- routing weights ------------------------------------------------------------------------
     async def get_routing_weights(self, product_id: str) -> RoutingWeights | None:
         """The product's routing weight overrides, None when it has none."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from activities.control import ControlActivities
 from gigafactory.contracts import RouteInput
-from gigafactory.models import Factory, RoutingWeights
+from gigafactory.models import Factory, Job, JobSpec, RoutingWeights, Stage, WaitReason
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, SQLiteBackend
 from gigafactory.workers import shadow_weights
@@ -95,3 +95,45 @@ def test_shadow_setting_is_validated() -> None:
     for bad, named in (("{load}", "not JSON"), ("[1]", "JSON object"), ('{"x": 1}', "x")):
         with pytest.raises(ValueError, match=named):
             shadow_weights(Settings(routing_shadow=bad))
+
+
+async def _waiting_job(
+    store: FleetStore, job_id: str, priority: str, routed_at: datetime | None
+) -> None:
+    await store.create_job(
+        Job(
+            id=job_id,
+            product_id="p1",
+            workflow_id=f"job-p1-{job_id}",
+            spec=JobSpec(engine="sim", prompt="p", product_id="p1", priority=priority),
+            stage=Stage.WAITING,
+            wait_reason=WaitReason.CAPACITY,
+            created_at=NOW - timedelta(minutes=5),
+            updated_at=NOW - timedelta(minutes=1),
+            routed_at=routed_at,
+        )
+    )
+
+
+async def test_a_free_slot_goes_to_the_better_waiting_job(
+    store: FleetStore, client: Client
+) -> None:
+    control = ControlActivities(store, client, capacity_recheck_s=10, clock=lambda: NOW)
+    # Two free slots (fa, fb), two better jobs still competing: nothing for a normal one.
+    await _waiting_job(store, "hi1", "critical", NOW - timedelta(seconds=5))
+    await _waiting_job(store, "hi2", "high", NOW - timedelta(seconds=5))
+    held = await control.route_job(_route(jobId="j1", priority="normal"))
+    assert held.factory_id is None
+    assert "higher-ranked waiting jobs" in (held.waiting_reason or "")
+    # The better one takes a slot at once.
+    assert (await control.route_job(_route(jobId="hi1", priority="critical"))).factory_id
+
+
+async def test_a_silent_competitor_holds_nothing(store: FleetStore, client: Client) -> None:
+    control = ControlActivities(store, client, capacity_recheck_s=10, clock=lambda: NOW)
+    await _waiting_job(store, "ghost", "critical", NOW - timedelta(seconds=31))
+    await _waiting_job(store, "never", "critical", None)
+    placed = await control.route_job(_route(jobId="j1", priority="low"))
+    assert placed.factory_id is not None
+    job = await store.get_job("ghost", "p1")
+    assert job.routed_at == NOW - timedelta(seconds=31), "routing others leaves them alone"

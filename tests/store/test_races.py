@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from datetime import UTC, datetime
 
-from gigafactory.models import SlotReservation
+from gigafactory.models import SlotReservation, SpendRecord
 from gigafactory.store import DocumentBackend, FleetStore, PreconditionFailed
 from gigafactory.store.backend import etag_of
 from tests.store.conftest import T0
@@ -62,3 +63,13 @@ async def test_50_concurrent_cas_replaces_lose_no_update(backend: DocumentBacken
     attempts = await asyncio.gather(*(increment() for _ in range(50)))
     assert (await backend.read("jobs", "acme", "counter"))["n"] == 50
     assert max(attempts) > 1  # the writers did race
+
+
+async def test_concurrent_spend_records_for_one_run_count_once(store: FleetStore) -> None:
+    record = SpendRecord(
+        id="job1.1", product_id="p1", job_id="job1", usd=0.25, at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    written = await asyncio.gather(*(store.record_spend(record) for _ in range(50)))
+    assert written.count(True) == 1
+    ledger = await store.list_spend("p1")
+    assert [(r.id, r.usd) for r in ledger] == [("job1.1", 0.25)]
