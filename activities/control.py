@@ -18,10 +18,12 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from gigafactory.budgets import (
+    SIGNAL_PREEMPT,
     UPDATE_ADMIT,
     AdmissionRequest,
     AdmissionResult,
     BudgetConfig,
+    PreemptRequest,
     ProductControllerInput,
 )
 from gigafactory.contracts import (
@@ -72,14 +74,38 @@ from routing import (
     FactoryView,
     FleetWeights,
     JobRequest,
+    PreemptionPlan,
+    PreemptionPolicy,
     RoutingContext,
+    RunningJob,
     WeightsError,
     rank_jobs,
     resolve_weights,
     select_factory,
+    select_with_preemption,
 )
 
 __all__ = ["ControlActivities", "controller_start", "controller_summary"]
+
+
+def _plan_wire(plan: PreemptionPlan) -> dict[str, Any]:
+    """A preemption plan as a routing event records it."""
+    return {
+        "factoryId": plan.factory_id,
+        "evict": list(plan.evict),
+        "reason": plan.reason,
+        "candidates": [
+            {
+                "factoryId": c.factory_id,
+                "chosen": c.chosen,
+                "feasible": c.feasible,
+                "victims": list(c.victims),
+                "workLostS": c.work_lost_s,
+                "rejectedBecause": c.rejected_because,
+            }
+            for c in plan.breakdown
+        ],
+    }
 
 
 def controller_summary(product_id: str) -> str:
@@ -124,6 +150,7 @@ class ControlActivities:
         weights: FleetWeights | None = None,
         shadow_weights: FleetWeights | None = None,
         capacity_recheck_s: float = 15.0,
+        preemption_policy: PreemptionPolicy | None = None,
         task_queue: str = CONTROL_TASK_QUEUE,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -135,6 +162,7 @@ class ControlActivities:
         # A waiting job re-routes at least this often; one silent for 3x as long no longer
         # competes for slots (its workflow is gone or stuck).
         self.competitor_ttl = timedelta(seconds=3 * capacity_recheck_s)
+        self.preemption_policy = preemption_policy or PreemptionPolicy()
         self.task_queue = task_queue
         self.clock = clock
         # Reaping checks every reservation against the store and Temporal; on a full fleet
@@ -214,6 +242,17 @@ class ControlActivities:
         # them (a terminated workflow), then try once more.
         if await self._reap(factories, tables, now, inp.job_id):
             return await self.route_job(inp)
+        if inp.preemption and not held:
+            evicting = await self._preempt(inp, request, views, tables, ctx, weights, reservation)
+            if evicting is not None:
+                return RouteResult(
+                    factory_id=evicting[0],
+                    candidates=candidates,
+                    weights=weights.as_dict(),
+                    shadow=shadow,
+                    evicted=list(evicting[1].evict),
+                    preemption=_plan_wire(evicting[1]),
+                )
         await self._mark_routed(inp, now)
         reason = decision.reason or (
             f"all factories offering engine {inp.engine} are full" if eligible else None
@@ -225,6 +264,73 @@ class ControlActivities:
             waiting_reason=reason or "no factory has a free slot",
             weights=weights.as_dict(),
             shadow=shadow,
+        )
+
+    async def _preempt(
+        self,
+        inp: RouteInput,
+        request: JobRequest,
+        views: list[FactoryView],
+        tables: dict[str, SlotTable],
+        ctx: RoutingContext,
+        weights: FleetWeights,
+        reservation: SlotReservation,
+    ) -> tuple[str, PreemptionPlan] | None:
+        """Evict strictly lower-priority jobs when nothing fits (FLEET_PREEMPTION on).
+
+        The slot is reserved for this job at once (over capacity until the victims stop),
+        and each victim's product controller is told to preempt it.
+        """
+        running = [
+            RunningJob(
+                job_id=r.job_id,
+                factory_id=factory_id,
+                priority=r.priority.value,
+                started_at=r.reserved_at,
+                preemptible=r.evicted_by is None,
+            )
+            for factory_id, table in tables.items()
+            for r in table.reservations
+            if r.job_id != inp.job_id
+        ]
+        plan = select_with_preemption(request, running, views, ctx, weights, self.preemption_policy)
+        if plan is None:
+            return None
+        victims = {r.job_id: r for r in tables[plan.factory_id].reservations}
+        slots = next(v.slots for v in views if v.id == plan.factory_id)
+        if not await self.store.reserve_slot(
+            plan.factory_id, slots, reservation, evicting=plan.evict
+        ):
+            return None  # the fleet changed meanwhile: the next routing round decides again
+        for victim_id in plan.evict:
+            victim = victims[victim_id]
+            await self._signal_preempt(victim, inp, plan.reason)
+        logger.info("job %s preempts %s on %s", inp.job_id, plan.evict, plan.factory_id)
+        return plan.factory_id, plan
+
+    async def _signal_preempt(self, victim: SlotReservation, inp: RouteInput, why: str) -> None:
+        """Through the victim's product controller (started if missing), to its workflow."""
+        try:
+            job = await self.store.get_job(victim.job_id, victim.product_id)
+        except NotFound:
+            return
+        stored = await self.store.get_budget(victim.product_id)
+        config = BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
+        await self.client.start_workflow(
+            PRODUCT_CONTROLLER_WORKFLOW,
+            ProductControllerInput(product_id=victim.product_id, config=config),
+            id=product_workflow_id(victim.product_id),
+            task_queue=self.task_queue,
+            start_signal=SIGNAL_PREEMPT,
+            start_signal_args=[
+                PreemptRequest(
+                    victim_job_id=victim.job_id,
+                    victim_workflow_id=job.workflow_id,
+                    preemptor_job_id=inp.job_id,
+                    reason=f"preempted by {inp.priority.value} job {inp.job_id}: {why}",
+                )
+            ],
+            static_summary=controller_summary(victim.product_id),
         )
 
     async def _competitors(self, inp: RouteInput, now: datetime) -> list[JobRequest]:

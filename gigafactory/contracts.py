@@ -101,6 +101,8 @@ class JobTiming(CamelModel):
     max_lost_attempts: int = 5
     # FLEET_BUDGETS at submit: ask the product's controller before every attempt.
     budgets: bool = False
+    # FLEET_PREEMPTION at submit: may evict lower-priority jobs when nothing fits.
+    preemption: bool = False
 
 
 class JobWorkflowInput(CamelModel):
@@ -263,6 +265,7 @@ class RouteInput(CamelModel):
     preferred_labels: list[str] = Field(default_factory=list)
     previous_factory_id: str | None = None
     weights_override: dict[str, float] | None = None
+    preemption: bool = False
 
 
 class ScoreTerm(CamelModel):
@@ -294,6 +297,9 @@ class RouteResult(CamelModel):
     # The weights the decision used, and what the shadow weight set would have picked.
     weights: dict[str, float] = Field(default_factory=dict)
     shadow: dict[str, Any] | None = None
+    # Jobs being preempted to free the reserved slot, and the plan's explanation.
+    evicted: list[str] = Field(default_factory=list)
+    preemption: dict[str, Any] | None = None
 
 
 class ReleaseSlotInput(CamelModel):

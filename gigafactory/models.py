@@ -334,6 +334,8 @@ class SlotReservation(CamelModel):
     epoch: int
     priority: Priority = Priority.NORMAL
     reserved_at: datetime
+    # Chosen as a preemption victim: it is being stopped and is not chosen again.
+    evicted_by: str | None = None
 
 
 class SlotTable(CamelModel):

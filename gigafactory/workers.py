@@ -12,10 +12,23 @@ from activities.factory import FactoryActivities
 from gigafactory.contracts import factory_task_queue
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
-from routing import FleetWeights, WeightsError
+from routing import FleetWeights, PreemptionPolicy, WeightsError
 from workflows import WORKFLOWS
 
-__all__ = ["control_worker", "factory_worker", "shadow_weights"]
+__all__ = ["control_worker", "factory_worker", "preemption_policy", "shadow_weights"]
+
+
+def preemption_policy(settings: Settings) -> PreemptionPolicy:
+    """Who may evict whom (FLEET_PREEMPTING_PRIORITIES, FLEET_PREEMPTION_MIN_RUNTIME_S).
+
+    Raises:
+        ValueError: a priority name is unknown.
+    """
+    names = frozenset(p.strip() for p in settings.preempting_priorities.split(",") if p.strip())
+    try:
+        return PreemptionPolicy(preempting=names, min_runtime_s=settings.preemption_min_runtime_s)
+    except ValueError as err:
+        raise ValueError(f"FLEET_PREEMPTING_PRIORITIES: {err}") from None
 
 
 def shadow_weights(settings: Settings) -> FleetWeights | None:
@@ -56,6 +69,7 @@ def control_worker(
         unhealthy_after_s=settings.factory_unhealthy_after_s,
         shadow_weights=shadow_weights(settings),
         capacity_recheck_s=settings.capacity_recheck_s,
+        preemption_policy=preemption_policy(settings),
         task_queue=task_queue,
     )
     return Worker(

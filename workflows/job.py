@@ -32,10 +32,12 @@ with workflow.unsafe.imports_passed_through():
     from gigafactory.budgets import (
         SIGNAL_BUDGET_ADMITTED,
         SIGNAL_JOB_FINISHED,
+        SIGNAL_PREEMPT,
         SIGNAL_RECORD_SPEND,
         AdmissionResult,
         JobFinished,
         LedgerEntry,
+        PreemptRequest,
     )
     from gigafactory.contracts import (
         BEGIN_ATTEMPT,
@@ -107,6 +109,15 @@ class _Lost(Exception):
         self.reason = reason
 
 
+class _Preempted(Exception):
+    """The attempt was stopped for a more urgent job: requeue from its checkpoint."""
+
+    def __init__(self, request: PreemptRequest, checkpoint: dict[str, Any] | None) -> None:
+        super().__init__(request.reason)
+        self.request = request
+        self.checkpoint = checkpoint
+
+
 @workflow.defn(name=JOB_WORKFLOW)
 class JobWorkflow:
     """Runs one job to a terminal stage."""
@@ -134,6 +145,7 @@ class JobWorkflow:
         self._children_changed = False
         self._budget_admitted = False
         self._budget_asked = False
+        self._preempt: PreemptRequest | None = None
 
     # --- handlers -----------------------------------------------------------------------------
     @workflow.signal(name=SIGNAL_WAKE)
@@ -167,6 +179,13 @@ class JobWorkflow:
             await self._transition(
                 Stage.RUNNING, reason=f"agent started on {started.factory_id}", epoch=started.epoch
             )
+
+    @workflow.signal(name=SIGNAL_PREEMPT)
+    def preempt(self, req: PreemptRequest) -> None:
+        """A more urgent job takes this one's slot: stop the agent, keep its checkpoint,
+        requeue under the next lease epoch (ignored when no attempt is in flight)."""
+        if self._stage in (Stage.DISPATCHED, Stage.RUNNING) and self._preempt is None:
+            self._preempt = req
 
     @workflow.signal(name=SIGNAL_BUDGET_ADMITTED)
     def budget_admitted(self, result: AdmissionResult) -> None:
@@ -378,6 +397,20 @@ class JobWorkflow:
             try:
                 await self._attempt(route, checkpoint)
                 return
+            except _Preempted as err:
+                self._preempt = None
+                checkpoint = err.checkpoint or checkpoint
+                avoid = []
+                await self._transition(
+                    Stage.QUEUED,
+                    reason=err.request.reason,
+                    kind="preempted",
+                    data={
+                        "preemptor": err.request.preemptor_job_id,
+                        "epoch": self._epoch,
+                        "checkpoint": checkpoint,
+                    },
+                )
             except _Lost as err:
                 lost += 1
                 avoid = [err.factory_id]
@@ -411,6 +444,7 @@ class JobWorkflow:
                     preferred_labels=spec.preferred_labels,
                     previous_factory_id=self._factory_id,
                     weights_override=spec.routing_weights,
+                    preemption=self._job.timing.preemption,
                 ),
                 result_type=RouteResult,
             )
@@ -473,13 +507,26 @@ class JobWorkflow:
             result_type=RunAgentResult,
             task_queue=factory_task_queue(factory_id),
             start_to_close_timeout=agent_start_to_close(job.spec.timeout_s, timing.stop_grace_s),
-            schedule_to_start_timeout=timedelta(seconds=timing.dispatch_timeout_s),
+            # A preemptor's slot frees once its victims stop (their grace period).
+            schedule_to_start_timeout=timedelta(
+                seconds=timing.dispatch_timeout_s
+                + (2 * timing.stop_grace_s + 30 if route.evicted else 0)
+            ),
             heartbeat_timeout=timedelta(seconds=timing.lease_heartbeat_timeout_s),
             retry_policy=AGENT_RETRY,
             # Free the slot only once the agent has really stopped.
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         try:
+            await workflow.wait_condition(lambda: handle.done() or self._preempt is not None)
+            if not handle.done() and self._preempt is not None:
+                request = self._preempt
+                handle.cancel()
+                result = await self._drain(handle, started_at)
+                await self._finish(
+                    factory_id, epoch, started_at, result, override=RunOutcome.PREEMPTED
+                )
+                raise _Preempted(request, result.checkpoint)
             result = await handle
         except asyncio.CancelledError:
             handle.cancel()
@@ -773,4 +820,6 @@ def _route_data(route: RouteResult) -> dict[str, Any]:
     }
     if route.shadow is not None:
         data["shadow"] = route.shadow
+    if route.preemption is not None:
+        data["preemption"] = route.preemption
     return data

@@ -178,6 +178,7 @@ async def submit(
             capacity_recheck_s=settings.capacity_recheck_s,
             stop_grace_s=settings.stop_grace_s,
             budgets=settings.budgets,
+            preemption=settings.preemption,
         ),
     )
     return job_out(job)

@@ -446,12 +446,21 @@ class FleetStore:
         return [_from(SlotTable, d) for d in await self._query_all("slots", FLEET_PARTITION, {})]
 
     async def reserve_slot(
-        self, factory_id: str, capacity: int, reservation: SlotReservation
+        self,
+        factory_id: str,
+        capacity: int,
+        reservation: SlotReservation,
+        *,
+        evicting: Sequence[str] = (),
     ) -> bool:
         """Take one of `capacity` slots for (job, epoch) by compare-and-set.
 
         Returns True if the reservation is held afterwards (also when it already was), False
-        when the factory is full. Never lets the table exceed `capacity` under concurrency.
+        when the factory is full. Never lets the table exceed `capacity` under concurrency,
+        except by preemption: with `evicting` (job ids holding slots here, none chosen by
+        another preemptor yet) the reservation is added over capacity and those jobs are
+        marked evicted; their slots come back as they stop, so the factory returns to
+        `capacity` and nobody else takes the preemptor's slot meanwhile.
         """
         for attempt in range(CAS_ATTEMPTS):
             try:
@@ -474,7 +483,13 @@ class FleetStore:
                 for r in table.reservations
             ):
                 return True
-            if len(table.reservations) >= capacity:
+            if evicting:
+                victims = [r for r in table.reservations if r.job_id in evicting]
+                if len(victims) != len(evicting) or any(r.evicted_by for r in victims):
+                    return False  # gone meanwhile, or another preemptor chose them first
+                for r in victims:
+                    r.evicted_by = reservation.job_id
+            elif len(table.reservations) >= capacity:
                 return False
             table.reservations.append(reservation)
             try:

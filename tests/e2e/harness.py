@@ -235,6 +235,19 @@ class Fleet:
             await asyncio.sleep(0.2)
         raise AssertionError(f"job {job_id} not in {wanted} after {timeout}s: {job}")
 
+    async def wait_for_progress(
+        self, job_id: str, *, min_elapsed_s: float, timeout: float = 30
+    ) -> None:
+        """Until the running agent has heartbeated at least `min_elapsed_s` of progress."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = await self.get(f"/fleet/jobs/{job_id}/log")
+            marks = [line for line in log["text"].splitlines() if "GF-PROGRESS" in line]
+            if marks and float(marks[-1].split('"elapsedS":')[1].strip(" }")) >= min_elapsed_s:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"job {job_id} made no {min_elapsed_s}s of progress")
+
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         body = await self.get(f"/fleet/jobs/{job_id}/events")
         items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
