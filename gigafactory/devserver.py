@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from temporalio.client import Client
+
 from gigafactory.contracts import SEARCH_ATTRIBUTES
 
 __all__ = ["TemporalDevServer", "find_temporal_binary", "free_port", "wait_for_port"]
@@ -134,10 +136,23 @@ class TemporalDevServer:
         )
         try:
             await wait_for_port(self.host, self.port, timeout_s)
+            await self._wait_serving(timeout_s)
         except TimeoutError:
             self.stop()
             raise
         logger.info("temporal dev server on %s (ui %s)", self.address, self.ui_url)
+
+    async def _wait_serving(self, timeout_s: float) -> None:
+        """The port opens before the frontend serves ("Frontend is not healthy yet")."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                await Client.connect(self.address, namespace=self.namespace)
+                return
+            except RuntimeError as err:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"temporal dev server not serving: {err}") from err
+                await asyncio.sleep(0.2)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""

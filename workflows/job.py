@@ -784,20 +784,27 @@ class JobWorkflow:
         )
 
     async def _local(self, activity: str, arg: Any, result_type: type | None = None) -> Any:
-        return await workflow.execute_local_activity(
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=CONTROL_START_TO_CLOSE,
-            schedule_to_close_timeout=CONTROL_SCHEDULE_TO_CLOSE,
-            retry_policy=CONTROL_RETRY,
-        )
+        try:
+            return await workflow.execute_local_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=CONTROL_START_TO_CLOSE,
+                schedule_to_close_timeout=CONTROL_SCHEDULE_TO_CLOSE,
+                retry_policy=CONTROL_RETRY,
+            )
+        except ActivityError as err:
+            # A workflow cancel that lands while a local activity is in flight surfaces as
+            # "Local Activity cancelled", not as CancelledError: make it one, so the
+            # cancellation path (record `cancelled`, free the lock) runs.
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError() from err
+            raise
 
 
 async def _despite_cancel(step: Callable[[], Awaitable[None]], attempts: int = 3) -> None:
-    """Run a clean-up step after the workflow was cancelled, even if the cancellation is
-    delivered a second time (it can be: a cancel that lands while a local activity is in
-    flight cancels that activity and is raised again at the next await)."""
+    """Run a clean-up step after the workflow was cancelled, even if a cancellation reaches
+    the step too (a second cancel request, or one that raced the first step's activity)."""
     for attempt in range(attempts):
         try:
             await step()
