@@ -37,6 +37,8 @@ The settings table
     ``estimatedCostUsd``   estimated cost in US dollars, >= 0, optional ``$``; also
                            ``cost`` or ``budget``
     ``params``             a JSON object handed to the engine, e.g. ``{"durationS": 2}``
+    ``failurePolicy``      for a parent: ``fail-fast`` (default) or ``continue``
+    ``preferredLabels``    comma-separated factory labels that score higher (affinity)
     anything else          kept as a label: column name -> cell text
     =====================  ==============================================================
 
@@ -133,6 +135,8 @@ _SETTINGS_COLUMNS: dict[str, str] = {
     "budgetusd": "estimatedCostUsd",
     "budget": "estimatedCostUsd",
     "params": "params",
+    "failurepolicy": "failurePolicy",
+    "preferredlabels": "preferredLabels",
 }
 _CHILD_COLUMNS: dict[str, str] = {
     **_SETTINGS_COLUMNS,
@@ -875,6 +879,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "timeoutS": _timeout,
     "priority": _priority,
     "capabilities": _list,
+    "preferredLabels": _list,
     "estimatedCostUsd": _cost,
     "params": _params,
     "id": _child_id,

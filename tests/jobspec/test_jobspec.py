@@ -733,3 +733,16 @@ def test_error_is_a_value_error_and_pickles():
 def test_not_text():
     with pytest.raises(TypeError):
         parse_job_spec(42)  # type: ignore[arg-type]
+
+
+def test_failure_policy_and_preferred_labels_columns() -> None:
+    spec = parse_job_spec(
+        "| engine | failure policy | preferredLabels |\n|---|---|---|\n"
+        "| sim | continue | gpu, fast |\n\nparent\n\n## Children\n\n"
+        "| id | prompt |\n|---|---|\n| a | do a |\n"
+    )
+    assert spec.failure_policy == "continue"
+    assert spec.preferred_labels == ["gpu", "fast"]
+    assert [c.id for c in spec.children] == ["a"]
+    with pytest.raises(JobSpecError, match="failurePolicy|failure"):
+        parse_job_spec("| engine | failurePolicy |\n|---|---|\n| sim | sometimes |\n\np\n")
