@@ -13,8 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from gigafactory.budgets import (
@@ -22,9 +21,7 @@ from gigafactory.budgets import (
     UPDATE_ADMIT,
     AdmissionRequest,
     AdmissionResult,
-    BudgetConfig,
     PreemptRequest,
-    ProductControllerInput,
 )
 from gigafactory.contracts import (
     BEGIN_ATTEMPT,
@@ -33,7 +30,6 @@ from gigafactory.contracts import (
     FENCE_REPORT,
     FINISH_RUN,
     LOCK_WORKFLOW,
-    PRODUCT_CONTROLLER_WORKFLOW,
     RECORD_TRANSITION,
     REQUEST_LOCK,
     ROUTE_JOB,
@@ -41,19 +37,18 @@ from gigafactory.contracts import (
     WORKFLOW_IS_OPEN,
     BeginAttemptInput,
     BudgetAdmitInput,
-    CandidateScore,
     FenceInput,
     FinishRunInput,
     LockWorkflowInput,
     RequestLockInput,
     RouteInput,
     RouteResult,
-    ScoreTerm,
     TransitionInput,
     WorkflowIsOpenInput,
     lock_workflow_id,
-    product_workflow_id,
 )
+from gigafactory.controller_client import controller_start, signal_controller, stored_config
+from gigafactory.fleet_view import candidate_wire, factory_view, plan_wire, running_jobs
 from gigafactory.models import (
     TERMINAL_STAGES,
     Event,
@@ -77,7 +72,6 @@ from routing import (
     PreemptionPlan,
     PreemptionPolicy,
     RoutingContext,
-    RunningJob,
     WeightsError,
     rank_jobs,
     resolve_weights,
@@ -85,46 +79,7 @@ from routing import (
     select_with_preemption,
 )
 
-__all__ = ["ControlActivities", "controller_start", "controller_summary"]
-
-
-def _plan_wire(plan: PreemptionPlan) -> dict[str, Any]:
-    """A preemption plan as a routing event records it."""
-    return {
-        "factoryId": plan.factory_id,
-        "evict": list(plan.evict),
-        "reason": plan.reason,
-        "candidates": [
-            {
-                "factoryId": c.factory_id,
-                "chosen": c.chosen,
-                "feasible": c.feasible,
-                "victims": list(c.victims),
-                "workLostS": c.work_lost_s,
-                "rejectedBecause": c.rejected_because,
-            }
-            for c in plan.breakdown
-        ],
-    }
-
-
-def controller_summary(product_id: str) -> str:
-    """The Temporal UI's one line for a product's controller."""
-    return f"budget controller of product {product_id}"
-
-
-def controller_start(
-    product_id: str, config: BudgetConfig, task_queue: str
-) -> WithStartWorkflowOperation[Any, Any]:
-    """Start the product's controller unless it runs (update-with-start, signal-with-start)."""
-    return WithStartWorkflowOperation(
-        PRODUCT_CONTROLLER_WORKFLOW,
-        ProductControllerInput(product_id=product_id, config=config),
-        id=product_workflow_id(product_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=controller_summary(product_id),
-    )
+__all__ = ["ControlActivities"]
 
 
 logger = logging.getLogger(__name__)
@@ -189,7 +144,7 @@ class ControlActivities:
         now = self.clock()
         factories = {f.id: f for f in await self.store.list_factories()}
         tables = {t.factory_id: t for t in await self.store.list_slot_tables()}
-        views = [self._view(f, tables.get(f.id), inp.job_id) for f in factories.values()]
+        views = [factory_view(f, tables.get(f.id), inp.job_id) for f in factories.values()]
         request = JobRequest(
             job_id=inp.job_id,
             engine=inp.engine,
@@ -202,7 +157,7 @@ class ControlActivities:
         ctx = RoutingContext(now=now, unhealthy_after_s=self.unhealthy_after_s)
         weights = await self._weights(inp)
         decision = select_factory(request, views, ctx, weights)
-        candidates = [_candidate(c) for c in decision.candidates]
+        candidates = [candidate_wire(c) for c in decision.candidates]
         shadow = self._shadow(request, views, ctx, decision)
 
         eligible = [c.factory_id for c in candidates if c.eligible]
@@ -251,7 +206,7 @@ class ControlActivities:
                     weights=weights.as_dict(),
                     shadow=shadow,
                     evicted=list(evicting[1].evict),
-                    preemption=_plan_wire(evicting[1]),
+                    preemption=plan_wire(evicting[1]),
                 )
         await self._mark_routed(inp, now)
         reason = decision.reason or (
@@ -281,18 +236,7 @@ class ControlActivities:
         The slot is reserved for this job at once (over capacity until the victims stop),
         and each victim's product controller is told to preempt it.
         """
-        running = [
-            RunningJob(
-                job_id=r.job_id,
-                factory_id=factory_id,
-                priority=r.priority.value,
-                started_at=r.reserved_at,
-                preemptible=r.evicted_by is None,
-            )
-            for factory_id, table in tables.items()
-            for r in table.reservations
-            if r.job_id != inp.job_id
-        ]
+        running = running_jobs(tables, exclude=inp.job_id)
         plan = select_with_preemption(request, running, views, ctx, weights, self.preemption_policy)
         if plan is None:
             return None
@@ -314,23 +258,18 @@ class ControlActivities:
             job = await self.store.get_job(victim.job_id, victim.product_id)
         except NotFound:
             return
-        stored = await self.store.get_budget(victim.product_id)
-        config = BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
-        await self.client.start_workflow(
-            PRODUCT_CONTROLLER_WORKFLOW,
-            ProductControllerInput(product_id=victim.product_id, config=config),
-            id=product_workflow_id(victim.product_id),
-            task_queue=self.task_queue,
-            start_signal=SIGNAL_PREEMPT,
-            start_signal_args=[
-                PreemptRequest(
-                    victim_job_id=victim.job_id,
-                    victim_workflow_id=job.workflow_id,
-                    preemptor_job_id=inp.job_id,
-                    reason=f"preempted by {inp.priority.value} job {inp.job_id}: {why}",
-                )
-            ],
-            static_summary=controller_summary(victim.product_id),
+        await signal_controller(
+            self.client,
+            self.store,
+            victim.product_id,
+            self.task_queue,
+            SIGNAL_PREEMPT,
+            PreemptRequest(
+                victim_job_id=victim.job_id,
+                victim_workflow_id=job.workflow_id,
+                preemptor_job_id=inp.job_id,
+                reason=f"preempted by {inp.priority.value} job {inp.job_id}: {why}",
+            ),
         )
 
     async def _competitors(self, inp: RouteInput, now: datetime) -> list[JobRequest]:
@@ -399,21 +338,6 @@ class ControlActivities:
             "differs": other.factory_id != decision.factory_id,
             "weights": self.shadow_weights.as_dict(),
         }
-
-    def _view(self, factory: Factory, table: SlotTable | None, job_id: str) -> FactoryView:
-        # The job's own reservation (a retried activity) does not count against it.
-        reserved = sum(1 for r in (table.reservations if table else []) if r.job_id != job_id)
-        return FactoryView(
-            id=factory.id,
-            engines=frozenset(factory.engines),
-            labels=frozenset(factory.labels),
-            slots=factory.slots,
-            reserved=reserved,
-            status=factory.status.value,
-            last_heartbeat_at=factory.last_heartbeat_at,
-            reported_healthy=factory.healthy,
-            cost_rate_usd_per_hour=factory.cost_rate_usd_per_hour,
-        )
 
     async def _reap(
         self,
@@ -602,8 +526,7 @@ class ControlActivities:
     @activity.defn(name=BUDGET_ADMIT)
     async def budget_admit(self, inp: BudgetAdmitInput) -> AdmissionResult:
         """Ask the product's controller (started with the stored budget if missing) to admit."""
-        stored = await self.store.get_budget(inp.product_id)
-        config = BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
+        config = await stored_config(self.store, inp.product_id)
         estimate = inp.estimate_usd
         request = AdmissionRequest(
             job_id=inp.job_id,
@@ -647,17 +570,3 @@ class ControlActivities:
                 return False
             raise
         return description.status == WorkflowExecutionStatus.RUNNING
-
-
-def _candidate(c: Any) -> CandidateScore:
-    """The routing module's candidate as the wire type the workflow records."""
-    return CandidateScore(
-        factory_id=c.factory_id,
-        eligible=c.eligible,
-        score=c.score,
-        breakdown=[
-            ScoreTerm(term=t.term, value=t.value, weight=t.weight, contribution=t.contribution)
-            for t in c.breakdown
-        ],
-        excluded_because=c.excluded_because,
-    )

@@ -15,7 +15,6 @@ from pydantic import Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.control import controller_summary
 from api.deps import ClockDep, OperatorDep, SettingsDep, StoreDep, TemporalDep
 from api.errors import ApiError
 from api.schemas import RequestModel
@@ -28,13 +27,13 @@ from gigafactory.budgets import (
     BudgetState,
     BudgetWindow,
     PauseRequest,
-    ProductControllerInput,
     ResumeRequest,
     next_reset,
     remaining_usd,
     window_start,
 )
-from gigafactory.contracts import PRODUCT_CONTROLLER_WORKFLOW, product_workflow_id
+from gigafactory.contracts import product_workflow_id
+from gigafactory.controller_client import signal_controller, stored_config
 from gigafactory.models import ApiKey, CamelModel, SpendRecord, StoredBudget
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
@@ -85,11 +84,6 @@ def _scoped(key: ApiKey, product_id: str) -> None:
         raise ApiError(404, "not_found", f"product {product_id} not found", field="productId")
 
 
-async def _config(store: FleetStore, product_id: str) -> BudgetConfig:
-    stored = await store.get_budget(product_id)
-    return BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
-
-
 async def _view(
     store: FleetStore, temporal: Client, settings: Settings, product_id: str, now: datetime
 ) -> BudgetView:
@@ -132,7 +126,7 @@ async def _from_store(
     shown: list[dict[str, Any]],
 ) -> BudgetView:
     """Budgets not enforced, or no controller yet: sum the ledger of the current window."""
-    config = await _config(store, product_id)
+    config = await stored_config(store, product_id)
     since = window_start(config.window, now)
     spent = sum(r.usd for r in await _all_spend(store, product_id, since))
     ceiling = config.ceiling_usd
@@ -161,16 +155,7 @@ async def _all_spend(
 async def _signal(
     temporal: Client, store: FleetStore, settings: Settings, product_id: str, name: str, arg: Any
 ) -> None:
-    """Signal the controller, starting it (with the stored budget) if it is not running."""
-    await temporal.start_workflow(
-        PRODUCT_CONTROLLER_WORKFLOW,
-        ProductControllerInput(product_id=product_id, config=await _config(store, product_id)),
-        id=product_workflow_id(product_id),
-        task_queue=settings.control_task_queue,
-        start_signal=name,
-        start_signal_args=[arg],
-        static_summary=controller_summary(product_id),
-    )
+    await signal_controller(temporal, store, product_id, settings.control_task_queue, name, arg)
 
 
 @router.get("/{product_id}", response_model=BudgetView)

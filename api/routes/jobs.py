@@ -86,7 +86,7 @@ def _product_not_found(product_id: str) -> ApiError:
     return ApiError(404, "not_found", f"product {product_id} not found", field="productId")
 
 
-def _build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
+def build_spec(body: SubmitJob, key: ApiKey, settings: Settings) -> JobSpec:
     """The validated spec of a submit request, in a product the key may see."""
     fields = body.job_fields()
     if body.spec is not None:
@@ -164,7 +164,7 @@ async def submit(
     clock: ClockDep,
 ) -> JobOut:
     """Submit a job: its fields, or `spec` (a job-spec Markdown file) with overriding fields."""
-    spec = _build_spec(body, key, settings)
+    spec = build_spec(body, key, settings)
     job = await submit_job(
         store,
         temporal,

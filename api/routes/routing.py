@@ -9,11 +9,22 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from api.deps import CallerDep, ClockDep, OperatorDep, StoreDep, visible_job
+from api.deps import CallerDep, ClockDep, OperatorDep, SettingsDep, StoreDep, visible_job
 from api.errors import ApiError
-from api.schemas import RequestModel
+from api.schemas import RequestModel, SubmitJob
+from gigafactory.fleet_view import candidate_wire, factory_view, plan_wire, running_jobs
 from gigafactory.models import CamelModel, RoutingWeights
-from routing import TERMS, FleetWeights, WeightsError
+from gigafactory.routing_settings import preemption_policy
+from routing import (
+    TERMS,
+    FleetWeights,
+    JobRequest,
+    RoutingContext,
+    WeightsError,
+    resolve_weights,
+    select_factory,
+    select_with_preemption,
+)
 
 __all__ = ["check_weights", "router"]
 
@@ -114,6 +125,64 @@ async def put_weights(
 def _snake(term: str) -> str:
     """`costRate` -> `cost_rate` (a validated term name in either spelling)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", term).lower()
+
+
+class RoutingPlan(CamelModel):
+    """What routing would decide for a job now (nothing is reserved, evicted or created)."""
+
+    factory_id: str | None = None
+    reason: str | None = None
+    weights: dict[str, float]
+    candidates: list[dict[str, Any]]
+    preemption: dict[str, Any] | None = Field(
+        default=None, description="The jobs it would evict when nothing fits (pure plan)."
+    )
+    preemption_enabled: bool = Field(description="FLEET_PREEMPTION: whether it would act.")
+
+
+@router.post("/fleet/routing/plan", response_model=RoutingPlan)
+async def plan_job(
+    body: SubmitJob, key: CallerDep, store: StoreDep, settings: SettingsDep, clock: ClockDep
+) -> RoutingPlan:
+    """Dry-run routing for a job spec: the factory it would get, each candidate's score, and
+    which running jobs it would preempt if nothing fits (like `nomad plan`)."""
+    from api.routes.jobs import build_spec  # jobs imports this module's check_weights
+
+    spec = build_spec(body, key, settings)
+    now = clock()
+    stored = await store.get_routing_weights(spec.product_id)
+    try:
+        weights = resolve_weights(
+            FleetWeights(), stored.weights if stored else None, spec.routing_weights
+        )
+    except WeightsError as err:
+        raise ApiError(422, "invalid_request", str(err), field="routingWeights") from None
+    tables = {t.factory_id: t for t in await store.list_slot_tables()}
+    views = [factory_view(f, tables.get(f.id), "") for f in await store.list_factories()]
+    request = JobRequest(
+        job_id="(plan)",
+        engine=spec.engine,
+        capabilities=frozenset(spec.capabilities),
+        priority=spec.priority.value,
+        waiting_since=now,
+        preferred_labels=frozenset(spec.preferred_labels),
+    )
+    ctx = RoutingContext(now=now, unhealthy_after_s=settings.factory_unhealthy_after_s)
+    decision = select_factory(request, views, ctx, weights)
+    plan = None
+    if decision.factory_id is None:
+        plan = select_with_preemption(
+            request, running_jobs(tables, exclude=""), views, ctx, weights,
+            preemption_policy(settings),
+        )  # fmt: skip
+    return RoutingPlan(
+        factory_id=decision.factory_id,
+        reason=decision.reason,
+        weights=weights.as_dict(),
+        candidates=[candidate_wire(c).wire() for c in decision.candidates],
+        preemption=plan_wire(plan) if plan else None,
+        preemption_enabled=settings.preemption,
+    )
 
 
 @router.get("/fleet/jobs/{job_id}/routing", response_model=RoutingExplanation)

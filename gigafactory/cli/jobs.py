@@ -20,7 +20,7 @@ __all__ = ["register"]
 _TERMINAL = {s.value for s in TERMINAL_STAGES}
 
 
-def _params(values: list[str] | None) -> dict[str, Any] | None:
+def parse_params(values: list[str] | None) -> dict[str, Any] | None:
     """`key=value` pairs; values parse as JSON when they can (numbers, booleans...)."""
     if not values:
         return None
@@ -34,6 +34,12 @@ def _params(values: list[str] | None) -> dict[str, Any] | None:
         except ValueError:
             out[key] = raw
     return out
+
+
+def spec_body(file: Path, **overrides: Any) -> dict[str, Any]:
+    """A submit body: the job-spec file's text and the fields given (None: not given)."""
+    text = sys.stdin.read() if str(file) == "-" else existing_file(file).read_text("utf-8")
+    return {"spec": text, **{k: v for k, v in overrides.items() if v is not None}}
 
 
 @handles_errors
@@ -57,22 +63,21 @@ def submit(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
 ) -> None:
     """Submit a job-spec file; flags override the file's columns."""
-    text = sys.stdin.read() if str(file) == "-" else existing_file(file).read_text("utf-8")
-    body: dict[str, Any] = {
-        "spec": text,
-        "productId": product,
-        "priority": priority,
-        "engine": engine,
-        "cwd": cwd,
-        "lock": lock,
-        "timeout": timeout,
-        "title": title,
-        "capabilities": capability or None,
-        "estimatedCostUsd": cost,
-        "params": _params(param),
-    }
+    body = spec_body(
+        file,
+        productId=product,
+        priority=priority,
+        engine=engine,
+        cwd=cwd,
+        lock=lock,
+        timeout=timeout,
+        title=title,
+        capabilities=capability or None,
+        estimatedCostUsd=cost,
+        params=parse_params(param),
+    )
     with api(ctx) as client:
-        job = client.post("/fleet/jobs", {k: v for k, v in body.items() if v is not None})
+        job = client.post("/fleet/jobs", body)
         typer.echo(f"submitted job {job['id']} ({job['productId']}, {job['spec']['priority']})")
         if follow:
             raise typer.Exit(_follow(client, job["id"]))

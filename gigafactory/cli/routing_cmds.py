@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gigafactory.cli.client import CliError
 from gigafactory.cli.context import api, handles_errors
+from gigafactory.cli.jobs import spec_body
 from gigafactory.cli.render import short_time, table
 
 __all__ = ["route_app"]
@@ -68,6 +70,66 @@ def _weights(values: list[str]) -> dict[str, float]:
         if not sep or not term:
             raise CliError(f"--set {item!r}: use term=number, e.g. load=4", code=2)
     return out
+
+
+def render_plan(body: dict[str, Any]) -> str:
+    """A dry-run: where the job would go, or what it would preempt."""
+    explained = render_explanation(
+        {
+            "jobId": "(plan)",
+            "stage": "plan",
+            "factoryId": body.get("factoryId"),
+            "reason": body.get("reason"),
+            "weights": body["weights"],
+            "candidates": body["candidates"],
+        }
+    )
+    lines = [explained]
+    plan = body.get("preemption")
+    if plan:
+        acting = "would" if body["preemptionEnabled"] else "would, with FLEET_PREEMPTION on,"
+        lines.append(
+            f"nothing fits: it {acting} preempt {', '.join(plan['evict'])} on "
+            f"{plan['factoryId']} ({plan['reason']})"
+        )
+        lines.append(
+            table(
+                ["factory", "feasible", "victims", "work lost", "why not"],
+                [
+                    (
+                        c["factoryId"],
+                        "yes" if c["feasible"] else "no",
+                        ", ".join(c["victims"]) or None,
+                        f"{c['workLostS']:.0f}s",
+                        ("chosen" if c["chosen"] else c.get("rejectedBecause")) or None,
+                    )
+                    for c in plan["candidates"]
+                ],
+            )
+        )
+    elif not body.get("factoryId"):
+        lines.append("nothing fits, and nothing could be preempted for it")
+    return "\n".join(lines)
+
+
+@route_app.command("plan")
+@handles_errors
+def plan(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A job-spec Markdown file ('-' for stdin).")],
+    product: Annotated[str | None, typer.Option("--product", help="productId")] = None,
+    priority: Annotated[str | None, typer.Option(help="low | normal | high | critical")] = None,
+    engine: Annotated[str | None, typer.Option(help="Override the spec's engine.")] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", "-c", help="Required factory label.")
+    ] = None,
+) -> None:
+    """Dry-run routing for a job spec: the factory it would get, or whom it would preempt."""
+    body = spec_body(
+        file, productId=product, priority=priority, engine=engine, capabilities=capability
+    )
+    with api(ctx) as client:
+        typer.echo(render_plan(client.post("/fleet/routing/plan", body)))
 
 
 @route_app.command("weights")

@@ -12,9 +12,9 @@ from temporalio.client import Client
 from activities.control import ControlActivities
 from gigafactory.contracts import RouteInput
 from gigafactory.models import Factory, Job, JobSpec, RoutingWeights, Stage, WaitReason
+from gigafactory.routing_settings import shadow_weights
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, SQLiteBackend
-from gigafactory.workers import shadow_weights
 from routing import FleetWeights
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gigafactory.bench import Latency, percentile
 from gigafactory.cli.client import CliError, resolve_api_key, resolve_api_url, write_stack_file
 from gigafactory.cli.factory_cmds import split_list
-from gigafactory.cli.jobs import _params
+from gigafactory.cli.jobs import parse_params as _params
 from gigafactory.cli.main import app
 from gigafactory.cli.render import ago, short_time, table
 from gigafactory.settings import Settings

@@ -5,6 +5,7 @@ With the flag off the critical job waits and nothing is evicted."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from gigafactory.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import Fleet, unique_label
+from tests.e2e.test_cli import cli
 
 pytestmark = pytest.mark.temporal
 
@@ -109,3 +111,39 @@ async def test_flag_off_the_critical_job_waits(fleet: Fleet) -> None:
     assert (await fleet.wait_for(low["id"], ["succeeded"], timeout=30))["leaseEpoch"] == 1
     await fleet.wait_for(critical["id"], ["succeeded"], timeout=30)
     assert [e for e in await fleet.events(low["id"]) if e["kind"] == "preempted"] == []
+
+
+async def test_route_plan_dry_runs_preemption_without_acting(
+    preempting_fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet = preempting_fleet
+    label = unique_label()
+    factory = await fleet.start_factory(engines=["sim"], labels=[label], slots=1)
+    low = await fleet.submit(sim(label, "low", duration=3))
+    await fleet.wait_for(low["id"], ["running"])
+    spec = tmp_path / "urgent.md"
+    spec.write_text(
+        f"| engine | priority | capabilities | product |\n|---|---|---|---|\n"
+        f"| sim | critical | {label} | preempt |\n\nurgent\n"
+    )
+    r = await fleet.http.post(
+        "/fleet/routing/plan",
+        json={"spec": spec.read_text()},
+        headers=fleet.auth(),
+    )
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert plan["factoryId"] is None and plan["preemptionEnabled"] is True
+    assert plan["preemption"]["evict"] == [low["id"]]
+    assert plan["preemption"]["factoryId"] == factory.id
+
+    shown = await cli(fleet, "route", "plan", str(spec))
+    assert shown.returncode == 0, shown.stderr
+    assert f"would preempt {low['id']} on {factory.id}" in shown.stdout
+
+    # A dry run: the low job was not touched.
+    done = await fleet.wait_for(low["id"], ["succeeded"], timeout=30)
+    assert done["leaseEpoch"] == 1
+
+    fits = await cli(fleet, "route", "plan", str(spec))
+    assert f"plan -> {factory.id}" in fits.stdout and "preempt" not in fits.stdout
