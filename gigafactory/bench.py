@@ -30,7 +30,17 @@ from gigafactory.settings import Settings
 from gigafactory.stack import DevStack, LocalFactory
 from workflows.baseline import BaselineWorkflow
 
-__all__ = ["BenchReport", "Latency", "SideResult", "percentile", "render_report", "run_bench"]
+__all__ = [
+    "BenchReport",
+    "Latency",
+    "PreemptionBenchReport",
+    "SideResult",
+    "percentile",
+    "render_preemption_report",
+    "render_report",
+    "run_bench",
+    "run_preemption_bench",
+]
 
 _SUBMIT_CONCURRENCY = 32
 _HISTORY_SAMPLE = 20
@@ -290,3 +300,117 @@ def render_report(report: BenchReport) -> str:
             [row(f), row(b), ratios],
         )
     )
+
+
+@dataclass(frozen=True)
+class PreemptionBenchReport:
+    """Submit-to-start of a critical job: idle fleet vs a fleet full of low jobs."""
+
+    factories: int
+    slots: int
+    idle: Latency
+    full: Latency
+    evictions: int
+
+    @property
+    def ratio(self) -> float:
+        return self.full.p50 / self.idle.p50 if self.idle.p50 > 0 else 0.0
+
+
+async def _time_to_start(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, float]:
+    """Submit a job and return the seconds until its agent was running (its `running`
+    event: the factory started the agent, after any victims stopped)."""
+    at = datetime.now(UTC)
+    r = await http.post("/fleet/jobs", json=body)
+    r.raise_for_status()
+    job_id = str(r.json()["id"])
+    await _wait_terminal(http, job_id)
+    events = (await http.get(f"/fleet/jobs/{job_id}/events")).raise_for_status().json()["items"]
+    running = next(e["at"] for e in events if e.get("stage") == "running")
+    started = _since(at, running)
+    assert started is not None
+    return job_id, started
+
+
+async def run_preemption_bench(
+    settings: Settings, *, factories: int = 2, slots: int = 2, repeats: int = 5
+) -> PreemptionBenchReport:
+    """A critical job's submit-to-start, idle fleet first, then with every slot held by a
+    low job (FLEET_PREEMPTION on: it evicts one), `repeats` times each, same stack."""
+    with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp:
+        stack = DevStack(
+            settings.model_copy(
+                update={"data_dir": Path(tmp), "temporal_address": None, "preemption": True}
+            ),
+            factories=[
+                LocalFactory(id=f"bench-{i + 1}", engines=("sim",), slots=slots)
+                for i in range(factories)
+            ],
+            fallback_ports=True,
+            ui=False,
+        )
+        async with stack:
+            headers = {"Authorization": f"Bearer {stack.admin_key}"}
+            async with httpx.AsyncClient(
+                base_url=stack.api_url, headers=headers, timeout=60
+            ) as http:
+                product = f"bench{uuid.uuid4().hex[:6]}"
+
+                def job(priority: str, duration: float) -> dict[str, Any]:
+                    return {
+                        "engine": "sim",
+                        "prompt": "benchmark",
+                        "productId": product,
+                        "priority": priority,
+                        "params": {"durationS": duration},
+                    }
+
+                idle: list[float] = []
+                for _ in range(repeats):
+                    critical, took = await _time_to_start(http, job("critical", 0))
+                    idle.append(took)
+                    await _wait_terminal(http, critical)
+                full: list[float] = []
+                evictions = 0
+                for _ in range(repeats):
+                    lows = [
+                        (await http.post("/fleet/jobs", json=job("low", 600))).json()["id"]
+                        for _ in range(factories * slots)
+                    ]
+                    for low in lows:
+                        await _wait_stage(http, low, {"running"})
+                    critical, took = await _time_to_start(http, job("critical", 0))
+                    full.append(took)
+                    await _wait_terminal(http, critical)
+                    for low in lows:
+                        events = (await http.get(f"/fleet/jobs/{low}/events")).json()["items"]
+                        evictions += sum(1 for e in events if e["kind"] == "preempted")
+                        await http.patch(f"/fleet/jobs/{low}", json={"action": "cancel"})
+                    for low in lows:
+                        await _wait_terminal(http, low)
+    return PreemptionBenchReport(factories, slots, Latency.of(idle), Latency.of(full), evictions)
+
+
+async def _wait_stage(http: httpx.AsyncClient, job_id: str, stages: set[str]) -> str:
+    while True:
+        stage = str((await http.get(f"/fleet/jobs/{job_id}")).raise_for_status().json()["stage"])
+        if stage in stages:
+            return stage
+        await asyncio.sleep(0.1)
+
+
+async def _wait_terminal(http: httpx.AsyncClient, job_id: str) -> str:
+    return await _wait_stage(http, job_id, _TERMINAL)
+
+
+def render_preemption_report(report: PreemptionBenchReport) -> str:
+    head = (
+        f"critical job submit-to-start, {report.factories} factories x {report.slots} slots "
+        f"(seconds; {report.evictions} evictions)"
+    )
+    rows = [
+        ("idle fleet (baseline)", f"{report.idle.p50:.3f}", f"{report.idle.p99:.3f}"),
+        ("fleet full of low jobs", f"{report.full.p50:.3f}", f"{report.full.p99:.3f}"),
+        ("ratio", f"{report.ratio:.1f}x", ""),
+    ]
+    return head + "\n" + table(["", "p50", "p99"], rows)

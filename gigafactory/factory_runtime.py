@@ -136,7 +136,13 @@ class FactoryRuntime:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (or forever); heartbeat failures other than 401 are retried."""
         stop = stop or asyncio.Event()
-        worker = factory_worker(self.client, self.factory_id, self.slots, self.activities)
+        worker = factory_worker(
+            self.client,
+            self.factory_id,
+            self.slots,
+            self.activities,
+            cancel_check_s=self.settings.cancel_check_s,
+        )
         logger.info(
             "factory %s: engines %s, labels %s, %d slots",
             self.factory_id,

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
     capacity_recheck_s: float = Field(default=15.0, gt=0)
     stop_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM -> SIGKILL for a stopped agent
+    # How soon a running agent learns of a cancel or preemption (its heartbeat's answer).
+    cancel_check_s: float = Field(default=2.0, gt=0)
     enrollment_ttl_s: float = Field(default=3600.0, gt=0)
 
     # Limits.

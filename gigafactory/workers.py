@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -43,12 +45,24 @@ def control_worker(
 
 
 def factory_worker(
-    client: Client, factory_id: str, slots: int, activities: FactoryActivities
+    client: Client,
+    factory_id: str,
+    slots: int,
+    activities: FactoryActivities,
+    *,
+    cancel_check_s: float = 2.0,
 ) -> Worker:
-    """A factory's worker: its own task queue, exactly `slots` concurrent agents."""
+    """A factory's worker: its own task queue, exactly `slots` concurrent agents.
+
+    Heartbeats reach the server at least every `cancel_check_s` (the SDK otherwise
+    throttles them to 80% of the lease timeout), because a cancellation or preemption
+    reaches a running activity only with a heartbeat's answer.
+    """
     return Worker(
         client,
         task_queue=factory_task_queue(factory_id),
         activities=[activities.run_agent],
         max_concurrent_activities=slots,
+        max_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),
+        default_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),
     )

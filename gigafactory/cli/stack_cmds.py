@@ -140,6 +140,10 @@ def bench(
         int, typer.Option(min=1, help="With --routing: distinct decisions per pass.")
     ] = 20,
     seed: Annotated[int, typer.Option(help="With --routing: the fleet generator's seed.")] = 0,
+    preemption: Annotated[
+        bool,
+        typer.Option("--preemption", help="Critical submit-to-start on a fleet full of low jobs."),
+    ] = False,
 ) -> None:
     """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline.
 
@@ -157,7 +161,20 @@ def bench(
         if not routing_report.all_valid:
             raise CliError("a routing decision failed its validity check")
         return
-    from gigafactory.bench import render_report, run_bench
+    from gigafactory.bench import (
+        render_preemption_report,
+        render_report,
+        run_bench,
+        run_preemption_bench,
+    )
+
+    if preemption:
+        configure_logging("WARNING")
+        preempt_report = asyncio.run(
+            run_preemption_bench(settings_from(ctx), factories=factories, slots=slots)
+        )
+        typer.echo(render_preemption_report(preempt_report))
+        return
 
     settings = settings_from(ctx)
     configure_logging("WARNING")
