@@ -22,6 +22,7 @@ from gigafactory.budgets import (
     AdmissionRequest,
     AdmissionResult,
     PreemptRequest,
+    window_start,
 )
 from gigafactory.contracts import (
     BEGIN_ATTEMPT,
@@ -484,7 +485,7 @@ class ControlActivities:
             )
         )
         # The ledger: one entry per run, whether or not budgets are enforced.
-        await self.store.record_spend(
+        if await self.store.record_spend(
             SpendRecord(
                 id=run_id,
                 product_id=inp.product_id,
@@ -493,7 +494,8 @@ class ControlActivities:
                 estimated=inp.cost_estimated,
                 at=inp.finished_at,
             )
-        )
+        ):
+            await self._soft_alert(inp)
         # The job's cost is the sum over its runs, so a retried activity counts nothing twice.
         runs = await self.store.list_runs(inp.job_id, inp.product_id)
         total = sum(r.cost_usd for r in runs)
@@ -523,6 +525,34 @@ class ControlActivities:
             pass
 
     # --- budgets ------------------------------------------------------------------------------
+    async def _soft_alert(self, inp: FinishRunInput) -> None:
+        """Record a `budget_alert` event on the job whose run crossed the soft threshold."""
+        config = await stored_config(self.store, inp.product_id)
+        ceiling = config.ceiling_usd
+        if not ceiling or inp.cost_usd <= 0:
+            return
+        since = window_start(config.window, inp.finished_at)
+        spent = sum(r.usd for r in await self.store.list_spend(inp.product_id, since=since))
+        threshold = ceiling * config.soft_threshold
+        if not spent - inp.cost_usd < threshold <= spent:
+            return
+        await self.store.append_event(
+            Event(
+                id=f"{inp.job_id}.{inp.epoch}.budget-alert",
+                job_id=inp.job_id,
+                product_id=inp.product_id,
+                at=inp.finished_at,
+                kind="budget_alert",
+                actor="control",
+                reason=(
+                    f"product {inp.product_id} has spent ${spent:.2f} of its ${ceiling:.2f} "
+                    f"ceiling ({spent / ceiling:.0%}; soft threshold "
+                    f"{config.soft_threshold:.0%})"
+                ),
+                data={"spentUsd": spent, "ceilingUsd": ceiling},
+            )
+        )
+
     @activity.defn(name=BUDGET_ADMIT)
     async def budget_admit(self, inp: BudgetAdmitInput) -> AdmissionResult:
         """Ask the product's controller (started with the stored budget if missing) to admit."""

@@ -85,6 +85,11 @@ async def test_ceiling_admits_waits_and_pauses_one_product_only(budget_fleet: Fl
     assert "ceiling" in view["reason"]
     assert {e["id"] for e in view["ledger"]} == {f"{first['id']}.1", f"{third['id']}.1"}
     assert (await fleet.job(second["id"]))["stage"] == "waiting"
+    # The run that crossed the soft threshold (80% of $1.00) carries the alert.
+    assert not [e for e in await fleet.events(first["id"]) if e["kind"] == "budget_alert"]
+    alerts = [e for e in await fleet.events(third["id"]) if e["kind"] == "budget_alert"]
+    assert len(alerts) == 1 and "$1.10 of its $1.00 ceiling" in alerts[0]["reason"]
+    assert view["softAlert"] is True
 
     # Raising the ceiling lets the waiting job run.
     raised = await set_budget(fleet, p, ceilingUsd=5.0)
