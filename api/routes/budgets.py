@@ -7,10 +7,11 @@ product's controller workflow with signal-with-start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -152,80 +153,77 @@ async def _all_spend(
     return await store.list_spend(product_id, since=since, limit=10_000)
 
 
-async def _signal(
-    temporal: Client, store: FleetStore, settings: Settings, product_id: str, name: str, arg: Any
-) -> None:
-    await signal_controller(temporal, store, product_id, settings.control_task_queue, name, arg)
+@dataclass
+class _Budgets:
+    """What every budget route needs: the caller's product scope and the services."""
+
+    key: ApiKey
+    store: FleetStore
+    temporal: Client
+    settings: Settings
+    now: datetime
+
+    def scoped(self, product_id: str) -> None:
+        _scoped(self.key, product_id)
+
+    async def signal(self, product_id: str, name: str, arg: Any) -> None:
+        await signal_controller(
+            self.temporal, self.store, product_id, self.settings.control_task_queue, name, arg
+        )
+
+    async def view(self, product_id: str) -> BudgetView:
+        return await _view(self.store, self.temporal, self.settings, product_id, self.now)
+
+
+def _budgets(
+    key: OperatorDep,
+    store: StoreDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> _Budgets:
+    return _Budgets(key, store, temporal, settings, clock())
+
+
+BudgetsDep = Annotated[_Budgets, Depends(_budgets)]
 
 
 @router.get("/{product_id}", response_model=BudgetView)
-async def get_budget(
-    product_id: str,
-    key: OperatorDep,
-    store: StoreDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-) -> BudgetView:
+async def get_budget(product_id: str, ops: BudgetsDep) -> BudgetView:
     """Spent, reserved, remaining, status and why, the window's reset, the last ledger entries."""
-    _scoped(key, product_id)
-    return await _view(store, temporal, settings, product_id, clock())
+    ops.scoped(product_id)
+    return await ops.view(product_id)
 
 
 @router.put("/{product_id}", response_model=BudgetView)
-async def put_budget(
-    product_id: str,
-    body: BudgetIn,
-    key: OperatorDep,
-    store: StoreDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-) -> BudgetView:
+async def put_budget(product_id: str, body: BudgetIn, ops: BudgetsDep) -> BudgetView:
     """Set the ceiling, window and soft threshold; a raised ceiling wakes waiting jobs."""
-    _scoped(key, product_id)
+    ops.scoped(product_id)
     config = BudgetConfig.model_validate(body.model_dump())
-    now = clock()
-    await store.put_budget(
+    await ops.store.put_budget(
         StoredBudget(
             product_id=product_id,
             config=config.model_dump(by_alias=True),
-            updated_at=now,
-            updated_by=f"api:{key.id}",
+            updated_at=ops.now,
+            updated_by=f"api:{ops.key.id}",
         )
     )
-    await _signal(temporal, store, settings, product_id, SIGNAL_SET_BUDGET, config)
-    return await _view(store, temporal, settings, product_id, now)
+    await ops.signal(product_id, SIGNAL_SET_BUDGET, config)
+    return await ops.view(product_id)
 
 
 @router.post("/{product_id}/pause", status_code=202, response_model=BudgetView)
-async def pause(
-    product_id: str,
-    key: OperatorDep,
-    store: StoreDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    body: PauseIn | None = None,
-) -> BudgetView:
+async def pause(product_id: str, ops: BudgetsDep, body: PauseIn | None = None) -> BudgetView:
     """Pause the product's dispatch: new attempts wait, running ones finish."""
-    _scoped(key, product_id)
-    request = PauseRequest(reason=(body or PauseIn()).reason, actor=f"api:{key.id}")
-    await _signal(temporal, store, settings, product_id, SIGNAL_PAUSE, request)
-    return await _view(store, temporal, settings, product_id, clock())
+    ops.scoped(product_id)
+    request = PauseRequest(reason=(body or PauseIn()).reason, actor=f"api:{ops.key.id}")
+    await ops.signal(product_id, SIGNAL_PAUSE, request)
+    return await ops.view(product_id)
 
 
 @router.post("/{product_id}/resume", status_code=202, response_model=BudgetView)
-async def resume(
-    product_id: str,
-    key: OperatorDep,
-    store: StoreDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-) -> BudgetView:
+async def resume(product_id: str, ops: BudgetsDep) -> BudgetView:
     """Resume dispatch; waiting jobs start in priority order (a ceiling pause needs a raise)."""
-    _scoped(key, product_id)
-    request = ResumeRequest(actor=f"api:{key.id}")
-    await _signal(temporal, store, settings, product_id, SIGNAL_RESUME, request)
-    return await _view(store, temporal, settings, product_id, clock())
+    ops.scoped(product_id)
+    await ops.signal(product_id, SIGNAL_RESUME, ResumeRequest(actor=f"api:{ops.key.id}"))
+    return await ops.view(product_id)
