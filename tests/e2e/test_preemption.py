@@ -87,15 +87,23 @@ async def test_critical_evicts_low_which_resumes_from_its_checkpoint(
     assert fenced and fenced[-1]["epoch"] == 1
 
 
-async def test_high_never_evicts_high(preempting_fleet: Fleet) -> None:
+@pytest.mark.parametrize(
+    ("running", "arriving"),
+    [("high", "high"), ("low", "normal")],
+    ids=["high-never-evicts-high", "normal-does-not-preempt"],
+)
+async def test_no_eviction_of_equal_priority_or_by_a_non_preempting_one(
+    preempting_fleet: Fleet, running: str, arriving: str
+) -> None:
     fleet = preempting_fleet
     label = unique_label()
     await fleet.start_factory(engines=["sim"], labels=[label], slots=1)
-    first = await fleet.submit(sim(label, "high", duration=2))
+    first = await fleet.submit(sim(label, running, duration=2))
     await fleet.wait_for(first["id"], ["running"])
-    second = await fleet.submit(sim(label, "high", duration=0.2))
+    second = await fleet.submit(sim(label, arriving, duration=0.2))
     await fleet.wait_for(second["id"], ["waiting"])
-    await fleet.wait_for(first["id"], ["succeeded"], timeout=30)
+    done = await fleet.wait_for(first["id"], ["succeeded"], timeout=30)
+    assert done["leaseEpoch"] == 1
     await fleet.wait_for(second["id"], ["succeeded"], timeout=30)
     assert [e for e in await fleet.events(first["id"]) if e["kind"] == "preempted"] == []
 
