@@ -87,3 +87,21 @@ async def test_children_may_not_change_product(api: Api) -> None:
     )
     assert r.status_code == 422
     assert "parent's product" in r.json()["error"]["message"]
+
+
+async def test_children_from_a_job_spec_file(api: Api) -> None:
+    text = (
+        "| engine | product | failurePolicy |\n|---|---|---|\n"
+        f"| sim | {api.product} | continue |\n\nIntegrate.\n\n## Children\n\n"
+        "| id | dependsOn | dependencyKind | prompt |\n|---|---|---|---|\n"
+        "| build | | | Build it. |\n| fix | build | failed | Fix the build. |\n"
+    )
+    r = await api.http.post("/fleet/jobs", json={"spec": text}, headers=api.admin)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["spec"]["failurePolicy"] == "continue"
+    fix = await api.store.get_job(f"{job['id']}.fix", api.product)
+    assert fix.spec.engine == "sim" and fix.stage_reason == "waiting for build"
+    bad = text.replace("| fix | build |", "| fix | fix |")
+    r = await api.http.post("/fleet/jobs", json={"spec": bad}, headers=api.admin)
+    assert r.status_code == 422 and "child 'fix' depends on itself" in r.text
