@@ -70,6 +70,10 @@ class BudgetView(CamelModel):
     spent_usd: float
     reserved_usd: float
     remaining_usd: float | None
+    overspent_usd: float = Field(
+        default=0.0,
+        description="Spent beyond the ceiling: in-flight runs whose cost exceeded their estimate.",
+    )
     status: str
     reason: str | None = None
     soft_alert: bool = False
@@ -78,6 +82,10 @@ class BudgetView(CamelModel):
     waiting: int = 0
     source: str = Field(description="controller (live counts) or store (ledger sums)")
     ledger: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def _over(spent: float, ceiling: float | None) -> float:
+    return 0.0 if ceiling is None else max(0.0, spent - ceiling)
 
 
 def _scoped(key: ApiKey, product_id: str) -> None:
@@ -108,6 +116,7 @@ async def _view(
         spent_usd=state.spent_usd,
         reserved_usd=state.reserved_usd,
         remaining_usd=remaining_usd(state),
+        overspent_usd=_over(state.spent_usd, state.config.ceiling_usd),
         status=state.status,
         reason=state.reason_text,
         soft_alert=state.soft_alerted,
@@ -138,6 +147,7 @@ async def _from_store(
         spent_usd=spent,
         reserved_usd=0.0,
         remaining_usd=None if ceiling is None else max(0.0, ceiling - spent),
+        overspent_usd=_over(spent, ceiling),
         status="active",
         soft_alert=ceiling is not None and spent >= ceiling * config.soft_threshold,
         window_started_at=since,

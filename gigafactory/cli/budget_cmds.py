@@ -29,7 +29,8 @@ def render_budget(view: dict[str, Any]) -> str:
         f"  soft alert at {config['softThreshold']:.0%}"
         + ("  ALERT" if view.get("softAlert") else ""),
         f"  spent {_usd(view['spentUsd'])}  reserved {_usd(view['reservedUsd'])}"
-        f"  remaining {_usd(view['remainingUsd'])}  waiting jobs {view['waiting']}",
+        f"  remaining {_usd(view['remainingUsd'])}  waiting jobs {view['waiting']}"
+        + (f"  OVERSPENT {_usd(view['overspentUsd'])}" if view.get("overspentUsd") else ""),
         f"  window from {view.get('windowStartedAt') or '-'}, resets {view.get('resetsAt') or '-'}",
         "",
         table(

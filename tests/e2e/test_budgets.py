@@ -82,6 +82,7 @@ async def test_ceiling_admits_waits_and_pauses_one_product_only(budget_fleet: Fl
     view = await budget(fleet, p)
     assert view["spentUsd"] == pytest.approx(1.1)
     assert (view["status"], view["source"]) == ("paused", "controller")
+    assert view["overspentUsd"] == pytest.approx(0.1), "the in-flight estimate was $0.20 short"
     assert "ceiling" in view["reason"]
     assert {e["id"] for e in view["ledger"]} == {f"{first['id']}.1", f"{third['id']}.1"}
     assert (await fleet.job(second["id"]))["stage"] == "waiting"
