@@ -94,6 +94,13 @@ MIGRATIONS: dict[int, list[str]] = {
             for name, (c, fields) in _INDEXES.items()
         ),
     ],
+    # Fleet-wide "jobs in a stage" (waiting jobs for wake-ups and slot fairness) and the
+    # spend ledger by time: without these, both scan every job or run ever stored.
+    2: [
+        f"CREATE INDEX jobs_stage_created ON {_table('jobs')} "
+        f"({_expr('stage')}, {_expr('createdAt')})",
+        f"CREATE INDEX ledger_at ON {_table('ledger')} (product_id, {_expr('at')})",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -70,3 +70,48 @@ async def test_common_filters_use_indexes(tmp_path: Path):
             ("p", "j"),
         ).fetchall()
     assert "events_job_at" in str(plan)
+
+
+async def test_fleet_wide_stage_and_ledger_queries_use_indexes(tmp_path: Path):
+    # Wake-ups and slot fairness list the waiting jobs of every product; the budget view
+    # reads the ledger by time. Without their indexes both scan everything ever stored.
+    path = tmp_path / "fleet.sqlite3"
+    backend = SQLiteBackend(path)
+    await backend.open()
+    await backend.close()
+    stage, created, at = (f"json_extract(body, '$.{f}')" for f in ("stage", "createdAt", "at"))
+    with closing(sqlite3.connect(path)) as conn:
+        jobs = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT body FROM jobs WHERE {stage} = ? "
+            f"ORDER BY {created} DESC, id DESC, product_id DESC LIMIT 500",
+            ("waiting",),
+        ).fetchall()
+        ledger = conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT body FROM ledger WHERE product_id = ? AND {at} > ? "
+            f"ORDER BY {at} DESC, id DESC LIMIT 100",
+            ("p", "2026"),
+        ).fetchall()
+    assert "jobs_stage_created" in str(jobs)
+    assert "ledger_at" in str(ledger)
+
+
+async def test_a_version_1_file_is_migrated(tmp_path: Path):
+    path = tmp_path / "fleet.sqlite3"
+    backend = SQLiteBackend(path)
+    await backend.open()
+    await backend.create("jobs", {"id": "j1", "productId": "p", "stage": "waiting"})
+    await backend.close()
+    with closing(sqlite3.connect(path)) as conn:  # what version 1 left behind
+        conn.execute("DROP INDEX jobs_stage_created")
+        conn.execute("DROP INDEX ledger_at")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.commit()
+    backend = SQLiteBackend(path)
+    await backend.open()
+    assert (await backend.read("jobs", "p", "j1"))["stage"] == "waiting"
+    await backend.close()
+    with closing(sqlite3.connect(path)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert {"jobs_stage_created", "ledger_at"} <= names
+    assert int(version[0]) == SCHEMA_VERSION == 2
