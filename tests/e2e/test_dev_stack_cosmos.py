@@ -1,0 +1,109 @@
+"""`gigafactory dev --store cosmos`: the whole dev stack on the Cosmos DB store, as a user
+runs it against an endpoint given in settings (here the local Cosmos DB API server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.cosmos.aio import CosmosClient
+
+from gigafactory.devserver import free_port
+from tests.e2e.harness import REPO_ROOT
+from tests.support.cosmos import KEY, CosmosServer, drop_database
+
+pytestmark = [pytest.mark.temporal, pytest.mark.cosmos]
+
+
+async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp_path: Path):
+    database = f"dev-{uuid.uuid4().hex[:10]}"
+    api_port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLEET_COSMOS_ENDPOINT": cosmos_server.endpoint,
+            "FLEET_COSMOS_KEY": KEY,
+            "FLEET_COSMOS_DATABASE": database,
+            "FLEET_COSMOS_VERIFY_TLS": "false",
+        }
+    )
+    env.pop("FLEET_ADMIN_KEY", None)  # the stack generates and prints one
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gigafactory.cli.main",
+            "dev",
+            "--store",
+            "cosmos",
+            "--factories",
+            "1",
+            "--engines",
+            "sim",
+            "--data-dir",
+            str(tmp_path),
+            "--api-port",
+            str(api_port),
+            "--temporal-port",
+            str(free_port()),
+            "--ui-port",
+            str(free_port()),
+        ],  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        key = await asyncio.to_thread(_admin_key_from, process)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{api_port}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        ) as http:
+            health = (await http.get("/healthz")).json()
+            assert health["status"] == "ok", health
+            body = {"engine": "sim", "prompt": "p", "productId": "dev"}
+            r = await http.post("/fleet/jobs", json={**body, "params": {"durationS": 0.2}})
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+            deadline = time.monotonic() + 60
+            while (stage := (await http.get(f"/fleet/jobs/{job_id}")).json()["stage"]) not in (
+                "succeeded",
+                "failed",
+            ):
+                assert time.monotonic() < deadline, f"job stuck in {stage}"
+                await asyncio.sleep(0.3)
+            assert stage == "succeeded"
+        # The job lives in the Cosmos DB database the settings named.
+        async with CosmosClient(cosmos_server.endpoint, KEY, connection_verify=False) as cosmos:
+            jobs = cosmos.get_database_client(database).get_container_client("jobs")
+            stored = await jobs.read_item(job_id, partition_key="dev")
+            assert stored["stage"] == "succeeded"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(process.wait, 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        await drop_database(cosmos_server, database)
+    assert process.returncode == 0, "Ctrl-C stops the stack cleanly"
+
+
+def _admin_key_from(process: subprocess.Popen[str]) -> str:
+    """The generated admin key the stack prints once it is up."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("Admin key"):
+            return line.split()[2]
+    raise AssertionError(f"the dev stack exited ({process.wait()}) before printing its key")
