@@ -23,7 +23,7 @@ dev: $(STAMP)  ## the dev stack with two local factories, until Ctrl-C
 test: $(STAMP)  ## lint, type-check and the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gigafactory workflows activities routing api
+	$(BIN)/mypy gigafactory workflows activities routing api launch bench
 	$(BIN)/pytest
 
 bench: $(STAMP)

@@ -375,20 +375,6 @@ class RunAgentResult(CamelModel):
     artifacts: list[str] = Field(default_factory=list)
 
 
-# --- benchmark baseline -----------------------------------------------------------------------
-class BaselineInput(CamelModel):
-    """The bare workflow of `gigafactory bench`: one activity sleeping `durationS`."""
-
-    task_queue: str
-    duration_s: float = 0.0
-
-
-class BaselineResult(CamelModel):
-    """When the baseline activity started (its worker's clock)."""
-
-    started_at: datetime
-
-
 class BudgetAdmitInput(CamelModel):
     """Activity input: ask the product's controller to admit an attempt of the job."""
 

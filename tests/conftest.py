@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from gigafactory.devserver import TemporalDevServer
+from launch.devserver import TemporalDevServer
 from tests.support.cosmos import cosmos_server
 
 __all__ = ["EXAMPLES_DIR", "REPO_ROOT", "SHARED_DIR", "cosmos_server"]

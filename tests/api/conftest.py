@@ -19,11 +19,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.app import create_app
-from gigafactory.devserver import TemporalDevServer
 from gigafactory.models import Job
 from gigafactory.security import mint
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, open_store
+from launch.devserver import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
 

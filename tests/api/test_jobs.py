@@ -15,7 +15,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.app import create_app
 from gigafactory.contracts import JOB_WORKFLOW, JobWorkflowInput, job_workflow_id
-from gigafactory.devserver import free_port
 from gigafactory.models import JobSpec, Stage
 from gigafactory.search_attributes import (
     FLEET_ENGINE,
@@ -25,6 +24,7 @@ from gigafactory.search_attributes import (
 )
 from gigafactory.store import NotFound
 from gigafactory.submit import submit_job
+from launch.devserver import free_port
 from tests.api.conftest import MAX_SPEC_BYTES, Api, new_product
 from tests.conftest import EXAMPLES_DIR
 

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from gigafactory.bench_routing import (
+from bench.routing import (
     OPERATIONS,
     RoutingBenchReport,
     build_scenario,

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gigafactory.bench import Latency, percentile
-from gigafactory.cli.client import CliError, resolve_api_key, resolve_api_url, write_stack_file
-from gigafactory.cli.factory_cmds import split_list
-from gigafactory.cli.jobs import parse_params as _params
-from gigafactory.cli.main import app
-from gigafactory.cli.render import ago, short_time, table
+from bench.fleet import Latency, percentile
 from gigafactory.settings import Settings
-from gigafactory.stack import port_is_free
+from launch.cli.client import CliError, resolve_api_key, resolve_api_url, write_stack_file
+from launch.cli.factory_cmds import split_list
+from launch.cli.jobs import parse_params as _params
+from launch.cli.main import app
+from launch.cli.render import ago, short_time, table
+from launch.stack import port_is_free
 
 runner = CliRunner()
 
@@ -123,7 +123,7 @@ def test_invalid_setting_is_named(tmp_path: Path) -> None:
 
 
 def test_render_dag_draws_the_tree_with_dependencies_and_costs() -> None:
-    from gigafactory.cli.jobs import render_dag
+    from launch.cli.jobs import render_dag
 
     def node(child_id: str | None, stage: str, deps: list[str], **extra: object) -> dict:
         base = {

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gigafactory.devserver import TemporalDevServer, free_port
 from gigafactory.security import mint
 from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.temporal_client import connect_temporal
-from gigafactory.workers import control_worker
+from launch.devserver import TemporalDevServer, free_port
+from launch.workers import control_worker
 from tests.e2e.harness import ApiServer, Fleet
 
 __all__ = ["fleet_settings", "open_fleet"]

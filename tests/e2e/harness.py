@@ -27,10 +27,10 @@ import uvicorn
 from temporalio.client import Client
 
 from api.app import create_app
-from gigafactory.factory_runtime import FactoryRuntime
 from gigafactory.models import TERMINAL_STAGES
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
+from launch.factory_runtime import FactoryRuntime
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +151,7 @@ class Fleet:
                     [
                         sys.executable,
                         "-m",
-                        "gigafactory.cli.main",
+                        "launch.cli.main",
                         "factory",
                         "run",
                         "--id",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gigafactory.devserver import TemporalDevServer
+from launch.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import Fleet, parse_time, unique_label
 from tests.e2e.test_cli import cli

@@ -24,7 +24,7 @@ async def cli(fleet: Fleet, *args: str, key: str | None = None) -> subprocess.Co
     }
     return await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "gigafactory.cli.main", *args],
+        [sys.executable, "-m", "launch.cli.main", *args],
         env=env,
         cwd=REPO_ROOT,
         capture_output=True,

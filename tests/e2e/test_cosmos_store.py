@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gigafactory.devserver import TemporalDevServer
+from launch.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import unique_label
 from tests.support.cosmos import KEY, CosmosServer, drop_database

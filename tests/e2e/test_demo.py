@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gigafactory.devserver import free_port
+from launch.devserver import free_port
 from tests.e2e.harness import REPO_ROOT
 
 pytestmark = pytest.mark.temporal
@@ -22,7 +22,7 @@ async def test_demo_runs_every_job_as_expected_and_exits_zero(tmp_path: Path) ->
         [
             sys.executable,
             "-m",
-            "gigafactory.cli.main",
+            "launch.cli.main",
             "demo",
             "--data-dir",
             str(tmp_path),

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from azure.cosmos.aio import CosmosClient
 
-from gigafactory.devserver import free_port
+from launch.devserver import free_port
 from tests.e2e.harness import REPO_ROOT
 from tests.support.cosmos import KEY, CosmosServer, drop_database
 
@@ -40,7 +40,7 @@ async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp
         [
             sys.executable,
             "-m",
-            "gigafactory.cli.main",
+            "launch.cli.main",
             "dev",
             "--store",
             "cosmos",

@@ -14,7 +14,6 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from gigafactory.devserver import free_port
 from gigafactory.settings import Settings
 from gigafactory.store import (
     ConfigError,
@@ -26,6 +25,7 @@ from gigafactory.store import (
 )
 from gigafactory.store.backend import CONTAINERS, etag_of
 from gigafactory.store.cosmos import CosmosBackend, _default_credential
+from launch.devserver import free_port
 from tests.support.cosmos import KEY, CosmosServer, cosmos_backend, drop_database
 
 Factory = Callable[..., CosmosBackend]

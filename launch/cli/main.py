@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from gigafactory.cli import factory_cmds as _factory_cmds  # noqa: F401  (registers commands)
-from gigafactory.cli import jobs as jobs_cmds
-from gigafactory.cli import stack_cmds
-from gigafactory.cli.admin import factory_app, key_app
-from gigafactory.cli.budget_cmds import budget_app
-from gigafactory.cli.routing_cmds import route_app
+from launch.cli import factory_cmds as _factory_cmds  # noqa: F401  (registers commands)
+from launch.cli import jobs as jobs_cmds
+from launch.cli import stack_cmds
+from launch.cli.admin import factory_app, key_app
+from launch.cli.budget_cmds import budget_app
+from launch.cli.routing_cmds import route_app
 
 __all__ = ["app", "main"]
 

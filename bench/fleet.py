@@ -23,12 +23,10 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.baseline import baseline_activity
-from gigafactory.cli.render import table
-from gigafactory.contracts import BaselineInput
+from bench.baseline import BaselineInput, BaselineWorkflow, baseline_activity
 from gigafactory.settings import Settings
-from gigafactory.stack import DevStack, LocalFactory
-from workflows.baseline import BaselineWorkflow
+from launch.cli.render import table
+from launch.stack import DevStack, LocalFactory
 
 __all__ = [
     "BenchReport",

@@ -21,14 +21,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from api.app import create_app
-from gigafactory.devserver import TemporalDevServer, free_port
-from gigafactory.factory_runtime import FactoryRuntime, enroll_factory
 from gigafactory.security import mint
 from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.store.fleet_store import FleetStore
 from gigafactory.temporal_client import connect_temporal
-from gigafactory.workers import control_worker
+from launch.devserver import TemporalDevServer, free_port
+from launch.factory_runtime import FactoryRuntime, enroll_factory
+from launch.workers import control_worker
 
 __all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from gigafactory.cli.context import api, handles_errors
-from gigafactory.cli.render import short_time, table
+from launch.cli.context import api, handles_errors
+from launch.cli.render import short_time, table
 
 __all__ = ["factory_app", "key_app"]
 

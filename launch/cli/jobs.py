@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from gigafactory.cli.client import ApiClient, CliError
-from gigafactory.cli.context import api, existing_file, handles_errors
-from gigafactory.cli.render import ago, short_time, table
 from gigafactory.models import TERMINAL_STAGES
+from launch.cli.client import ApiClient, CliError
+from launch.cli.context import api, existing_file, handles_errors
+from launch.cli.render import ago, short_time, table
 
 __all__ = ["register"]
 

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from gigafactory.cli.admin import factory_app
-from gigafactory.cli.client import CliError, resolve_api_url
-from gigafactory.cli.context import configure_logging, handles_errors, settings_from
-from gigafactory.factory_runtime import FactoryRevoked, FactoryRuntime, enroll_factory, token_path
 from gigafactory.files import write_private
 from gigafactory.temporal_client import connect_temporal
+from launch.cli.admin import factory_app
+from launch.cli.client import CliError, resolve_api_url
+from launch.cli.context import configure_logging, handles_errors, settings_from
+from launch.factory_runtime import FactoryRevoked, FactoryRuntime, enroll_factory, token_path
 
 __all__ = ["split_list"]
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gigafactory.cli.client import CliError, write_stack_file
-from gigafactory.cli.context import configure_logging, handles_errors, settings_from
-from gigafactory.cli.factory_cmds import split_list
+from launch.cli.client import CliError, write_stack_file
+from launch.cli.context import configure_logging, handles_errors, settings_from
+from launch.cli.factory_cmds import split_list
 
 if TYPE_CHECKING:
-    from gigafactory.stack import DevStack
+    from launch.stack import DevStack
 
 __all__ = ["register"]
 
@@ -59,7 +59,7 @@ def dev(
     )
     configure_logging(settings.log_level)
     # Imported here: the stack pulls in the API and Temporal, which `--help` needs not.
-    from gigafactory.stack import DevStack, LocalFactory, PortInUse
+    from launch.stack import DevStack, LocalFactory, PortInUse
 
     local = [
         LocalFactory(id=f"local-{i + 1}", engines=split_list(engines), slots=slots)
@@ -114,7 +114,7 @@ def demo(
     data_dir: DataDir = None,
 ) -> None:
     """Start the stack, run a handful of jobs on two factories, print a summary."""
-    from gigafactory.demo import run_demo
+    from launch.demo import run_demo
 
     settings = settings_from(
         ctx, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port, data_dir=data_dir
@@ -150,7 +150,7 @@ def bench(
     With --routing: decisions/s of the pure routing module beside a naive scheduler.
     """
     if routing:
-        from gigafactory.bench_routing import render_routing_report, run_routing_bench
+        from bench.routing import render_routing_report, run_routing_bench
 
         try:
             sizes = tuple(int(n) for n in split_list(fleets) or [])
@@ -161,7 +161,7 @@ def bench(
         if not routing_report.all_valid:
             raise CliError("a routing decision failed its validity check")
         return
-    from gigafactory.bench import (
+    from bench.fleet import (
         render_preemption_report,
         render_report,
         run_bench,

@@ -21,7 +21,7 @@ from activities.engines.registry import ENGINES, available_engines
 from activities.factory import FactoryActivities
 from activities.reporter import HttpReporter
 from gigafactory.settings import Settings
-from gigafactory.workers import factory_worker
+from launch.workers import factory_worker
 
 __all__ = ["FactoryRevoked", "FactoryRuntime", "enroll_factory", "token_path"]
 

@@ -12,8 +12,8 @@ from typing import Any, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 
-from gigafactory.cli.client import ApiClient, CliError
 from gigafactory.settings import Settings
+from launch.cli.client import ApiClient, CliError
 
 __all__ = ["api", "configure_logging", "fail", "handles_errors", "settings_from"]
 

@@ -21,10 +21,10 @@ from typing import Any
 import httpx
 import typer
 
-from gigafactory.cli.client import write_stack_file
-from gigafactory.cli.render import ago, table
 from gigafactory.settings import Settings
-from gigafactory.stack import DevStack, LocalFactory
+from launch.cli.client import write_stack_file
+from launch.cli.render import ago, table
+from launch.stack import DevStack, LocalFactory
 
 __all__ = ["DEMO_JOBS", "DemoJob", "run_demo"]
 

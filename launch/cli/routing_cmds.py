@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from gigafactory.cli.client import CliError
-from gigafactory.cli.context import api, handles_errors
-from gigafactory.cli.jobs import spec_body
-from gigafactory.cli.render import short_time, table
+from launch.cli.client import CliError
+from launch.cli.context import api, handles_errors
+from launch.cli.jobs import spec_body
+from launch.cli.render import short_time, table
 
 __all__ = ["route_app"]
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from gigafactory.cli.render import table
+from launch.cli.render import table
 from routing.filters import check, factory_exclusion, job_exclusion, seconds_since
 from routing.model import (
     ACTIVE,
