@@ -44,7 +44,6 @@ from gigafactory.models import RunOutcome
 __all__ = [
     "FactoryActivities",
     "LOG_ARTIFACT",
-    "factory_activities",
     "group_alive",
     "signal_group",
     "stop_process_group",
@@ -231,7 +230,7 @@ class FactoryActivities:
         """Every activity, for worker registration."""
         return [self.run_agent]
 
-    @activity.defn(name=RUN_AGENT)
+    @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentInput) -> RunAgentResult:
         """Run the job's engine once under lease `inp.epoch`.
 
@@ -323,11 +322,6 @@ class FactoryActivities:
         return progress or None
 
 
-def factory_activities(acts: FactoryActivities) -> list[Callable[..., Any]]:
-    """The activities a factory worker registers."""
-    return acts.all()
-
-
 def _early_failure(
     started_at: datetime, reason: str, checkpoint: dict[str, Any] | None
 ) -> RunAgentResult:
@@ -370,6 +364,8 @@ class _AgentRun:
         self.scratch = scratch
         self.started_at = started_at
         self.label = f"job {inp.job_id} (epoch {inp.epoch})"
+        # The job's product may give its agents longer (or shorter) to stop.
+        self.grace_s = owner.stop_grace_s if inp.stop_grace_s is None else inp.stop_grace_s
         self.log_path = scratch / LOG_ARTIFACT
         self.progress: dict[str, Any] = dict(checkpoint or {})
         self.log_seq = 0  # last chunk the control plane accepted
@@ -458,14 +454,14 @@ class _AgentRun:
         if group_alive(self.proc.pid):
             # The job is over when its agent exits: what it left running is stopped too.
             logger.info("%s: agent exited, stopping the processes it left behind", self.label)
-            await stop_process_group(self.proc, self.owner.stop_grace_s)
+            await stop_process_group(self.proc, self.grace_s)
         if code == 0:
             return await self._finish(RunOutcome.SUCCEEDED, None, code)
         return await self._finish(RunOutcome.FAILED, self._exit_reason(code), code)
 
     async def _on_timeout(self, timeout_s: float) -> RunAgentResult:
         logger.warning("%s: timed out after %gs, stopping the agent", self.label, timeout_s)
-        code = await stop_process_group(self.proc, self.owner.stop_grace_s)
+        code = await stop_process_group(self.proc, self.grace_s)
         return await self._finish(
             RunOutcome.TIMED_OUT, f"timed out after {format_duration(timeout_s)}", code
         )
@@ -475,7 +471,7 @@ class _AgentRun:
     ) -> RunAgentResult:
         shutdown = details is not None and details.worker_shutdown and not details.cancel_requested
         logger.info("%s: cancellation received (%s), stopping the agent", self.label, details)
-        code = await stop_process_group(self.proc, self.owner.stop_grace_s)
+        code = await stop_process_group(self.proc, self.grace_s)
         if not shutdown:
             return await self._finish(RunOutcome.CANCELLED, _cancel_reason(details), code)
         # Temporal does not accept "cancelled" for a cancel nobody requested; failing with a

@@ -1,4 +1,5 @@
-"""The FastAPI application: one store, one blob store and one Temporal client per process.
+"""The FastAPI application: one `Services` (one store, one blob store, one Temporal client)
+per process.
 
 `create_app` takes what the caller already has (tests and the dev stack share their store
 and client) and opens the rest in the lifespan, closing only what it opened.
@@ -13,19 +14,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api.deps import BOOTSTRAP_KEY_ID, Clock, utcnow
 from api.errors import install_error_handlers
 from api.routes import artifacts, budgets, dag, factories, health, jobs, keys, routing
-from gigafactory.models import ApiKey, Role
-from gigafactory.security import hash_token
+from gigafactory.services import Services
+from gigafactory.services.clock import Clock, utcnow
 from gigafactory.settings import Settings
-from gigafactory.store import open_blobs, open_store
-from gigafactory.store.backend import NotFound
+from gigafactory.store import open_store
 from gigafactory.store.blobs import BlobStore
 from gigafactory.store.fleet_store import FleetStore
 from gigafactory.temporal_client import connect_temporal
 
-__all__ = ["create_app", "ensure_bootstrap_key", "serve"]
+__all__ = ["create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,42 +34,6 @@ The control plane of a fleet of AI coding agents.
 Authenticate with `Authorization: Bearer <API key>` (factories: their factory token).
 Errors are `{"error": {"code", "message", "field"?}}`.
 """
-
-
-async def ensure_bootstrap_key(store: FleetStore, admin_key: str, clock: Clock = utcnow) -> None:
-    """Store `admin_key` as the admin key "bootstrap" (all products), hashed.
-
-    A key already stored with the same hash is left alone, so an admin's revocation sticks;
-    a different configured key replaces the hash and is active again.
-    """
-    key_hash = hash_token(admin_key)
-    try:
-        existing = await store.get_api_key(BOOTSTRAP_KEY_ID)
-    except NotFound:
-        await store.create_api_key(
-            ApiKey(
-                id=BOOTSTRAP_KEY_ID,
-                name="bootstrap admin (FLEET_ADMIN_KEY)",
-                role=Role.ADMIN,
-                products=["*"],
-                key_hash=key_hash,
-                created_at=clock(),
-            )
-        )
-        logger.info("stored the bootstrap admin key")
-        return
-    if existing.key_hash == key_hash:
-        return
-
-    def replace(key: ApiKey) -> ApiKey:
-        key.key_hash = key_hash
-        key.role = Role.ADMIN
-        key.products = ["*"]
-        key.revoked_at = None
-        return key
-
-    await store.update_api_key(BOOTSTRAP_KEY_ID, replace)
-    logger.info("replaced the bootstrap admin key (FLEET_ADMIN_KEY changed)")
 
 
 def create_app(
@@ -102,11 +65,10 @@ def create_app(
             if app_temporal is None:
                 # Lazy: the API starts (and /healthz reports it) while Temporal is down.
                 app_temporal = await connect_temporal(settings, lazy=True)
-            app.state.store = app_store
-            app.state.temporal = app_temporal
-            app.state.blobs = blobs if blobs is not None else open_blobs(settings)
+            services = Services(app_store, app_temporal, settings, blobs=blobs, clock=clock)
+            app.state.services = services
             if settings.admin_key:
-                await ensure_bootstrap_key(app_store, settings.admin_key, clock)
+                await services.auth.ensure_bootstrap_key(settings.admin_key, clock())
             yield
 
     app = FastAPI(
@@ -116,16 +78,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.clock = clock
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(artifacts.router)
-    app.include_router(factories.router)
-    app.include_router(keys.router)
-    app.include_router(routing.router)
-    app.include_router(dag.router)
-    app.include_router(budgets.router)
+    for module in (health, jobs, artifacts, factories, keys, routing, dag, budgets):
+        app.include_router(module.router)
     return app
 
 

@@ -1,7 +1,9 @@
 """JSON errors: `{"error": {"code", "message", "field"?}}` with a message a person can act on.
 
-Routes raise `ApiError` (or let store and parser errors through); the handlers here map
-each to one status code, so every route reports the same failure the same way.
+Services refuse with domain errors (`gigafactory.services.errors`); routes let them, the
+parser's and the store's through, and raise `ApiError` only for what is about HTTP itself.
+The handlers here map each kind to one status code, so every route reports the same
+failure the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 from gigafactory.jobspec import JobSpecError
+from gigafactory.services.errors import (
+    Conflict,
+    Fenced,
+    Forbidden,
+    InvalidInput,
+    NotFoundError,
+    ServiceError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
 from gigafactory.store.backend import AlreadyExists, NotFound, PreconditionFailed
-from gigafactory.store.fleet_store import EnrollmentRefused, StaleEpoch
+from gigafactory.store.fleet_store import EnrollmentRefused
 
 __all__ = ["ApiError", "error_body", "install_error_handlers"]
 
@@ -125,8 +138,28 @@ async def _contended(_: Request, exc: Exception) -> JSONResponse:
     return _json(409, "contended", f"{exc}; try again")
 
 
-async def _stale_epoch(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StaleEpoch)
+# Each domain error's HTTP status; a subclass not listed takes its parent's.
+_STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    TooLarge: 413,
+    NotFoundError: 404,
+    Unauthorized: 401,
+    Forbidden: 403,
+    Conflict: 409,
+    Unavailable: 503,
+}
+
+
+async def _service(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    if isinstance(exc, Fenced):
+        return _fenced(exc)
+    status = next((s for kind, s in _STATUS.items() if isinstance(exc, kind)), 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _json(status, exc.code, exc.message, exc.field, headers)
+
+
+def _fenced(exc: Fenced) -> JSONResponse:
     return _json(
         409,
         "fenced",
@@ -176,7 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(ValidationError, _model_validation)
     app.add_exception_handler(JobSpecError, _job_spec)
-    app.add_exception_handler(StaleEpoch, _stale_epoch)
+    app.add_exception_handler(ServiceError, _service)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(AlreadyExists, _already_exists)
     app.add_exception_handler(PreconditionFailed, _contended)

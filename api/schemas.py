@@ -12,9 +12,12 @@ from typing import Any, Literal
 from pydantic import AliasChoices, ConfigDict, Field, ValidationError, field_validator
 
 from gigafactory.models import (
+    ApiKey,
+    Artifact,
     CamelModel,
     DependencyKind,
     FactoryStatus,
+    Job,
     JobSpec,
     Priority,
     Role,
@@ -22,6 +25,8 @@ from gigafactory.models import (
     Stage,
     WaitReason,
 )
+from gigafactory.services.factories import FactoryState
+from gigafactory.services.specs import Submission
 
 __all__ = [
     "ApiKeyCreated",
@@ -152,6 +157,10 @@ class SubmitJob(JobFieldsIn):
             fields["productId"] = self.product_id
         return fields
 
+    def submission(self) -> Submission:
+        """What the services take: the fields given and the spec file."""
+        return Submission(fields=self.job_fields(), spec_text=self.spec)
+
 
 class JobOut(CamelModel):
     """A job as the API shows it."""
@@ -175,6 +184,11 @@ class JobOut(CamelModel):
     exit_code: int | None = None
     attempts: int = 0
     fenced_reports: int = 0
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        """The API view of a stored job."""
+        return cls.model_validate(job.model_dump(exclude={"etag"}))
 
 
 class JobList(CamelModel):
@@ -283,6 +297,11 @@ class ArtifactOut(CamelModel):
     created_at: datetime
     uploaded_by: str
 
+    @classmethod
+    def of(cls, artifact: Artifact) -> ArtifactOut:
+        """The API view of stored artifact metadata."""
+        return cls.model_validate(artifact.model_dump())
+
 
 class ArtifactList(CamelModel):
     """A job's artifacts, oldest first."""
@@ -340,11 +359,31 @@ class FactoryOut(CamelModel):
     enrolled_at: datetime
     last_heartbeat_at: datetime | None = None
     healthy: bool = Field(
-        description="Reported healthy at a heartbeat younger than the unhealthy threshold."
+        description="Reported healthy at a heartbeat no older than the unhealthy threshold."
     )
     reported_healthy: bool
     running: int
     cost_rate_usd_per_hour: float
+
+    @classmethod
+    def of(cls, state: FactoryState) -> FactoryOut:
+        """The API view of a factory (never its token hash)."""
+        f = state.factory
+        return cls(
+            id=f.id,
+            engines=f.engines,
+            labels=f.labels,
+            slots=f.slots,
+            slots_in_use=state.slots_in_use,
+            status=f.status,
+            hostname=f.hostname,
+            enrolled_at=f.enrolled_at,
+            last_heartbeat_at=f.last_heartbeat_at,
+            healthy=state.healthy,
+            reported_healthy=f.healthy,
+            running=f.running,
+            cost_rate_usd_per_hour=f.cost_rate_usd_per_hour,
+        )
 
 
 class FactoryList(CamelModel):
@@ -384,6 +423,11 @@ class ApiKeyOut(CamelModel):
     products: list[str]
     created_at: datetime
     revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        """The API view of a key (never its hash)."""
+        return cls.model_validate(key.model_dump(exclude={"key_hash", "product_id"}))
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -71,6 +71,9 @@ from pydantic import Field
 from gigafactory.models import CamelModel, Priority
 
 __all__ = [
+    "crosses_soft_threshold",
+    "ledger_state",
+    "overspent_usd",
     "EPSILON",
     "LEDGER_KEEP",
     "QUERY_BUDGET_STATE",
@@ -331,6 +334,39 @@ def remaining_usd(state: BudgetState) -> float | None:
     if ceiling is None:
         return None
     return max(0.0, ceiling - state.spent_usd - state.reserved_usd)
+
+
+def overspent_usd(state: BudgetState) -> float:
+    """Spent beyond the ceiling (in-flight runs that cost more than their estimate)."""
+    ceiling = state.config.ceiling_usd
+    return 0.0 if ceiling is None else max(0.0, state.spent_usd - ceiling)
+
+
+def ledger_state(
+    product_id: str, config: BudgetConfig, entries: list[LedgerEntry], now: datetime
+) -> BudgetState:
+    """The state a controller would hold after counting `entries` in the window of `now`.
+
+    What the budget view shows before any controller runs (or with budgets off), and how
+    a run is found to cross the soft threshold: the same rules as the controller (the
+    EPSILON tolerance included), so the two never disagree.
+    """
+    state = new_budget_state(product_id, config, now)
+    since = window_start(config.window, now)
+    for entry in sorted(entries, key=lambda e: (_utc(e.at), e.run_id)):
+        if since is None or _utc(entry.at) >= since:
+            record_spend(state, entry)
+    return state
+
+
+def crosses_soft_threshold(state: BudgetState, entry: LedgerEntry) -> bool:
+    """Whether counting `entry` on top of `state` crosses the soft threshold (it changes a
+    copy, never `state`)."""
+    if state.soft_alerted or state.config.ceiling_usd is None or entry.usd <= 0:
+        return False
+    after = state.model_copy(deep=True)
+    record_spend(after, entry)
+    return after.soft_alerted
 
 
 def validate_request(req: AdmissionRequest) -> None:

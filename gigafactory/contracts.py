@@ -7,11 +7,13 @@ I/O. Adding a field with a default is always safe for running histories; renamin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 
+from gigafactory.budgets import AdmissionResult
 from gigafactory.models import (
     CamelModel,
     ChildSpec,
@@ -29,21 +31,7 @@ PRODUCT_CONTROLLER_WORKFLOW = "ProductControllerWorkflow"
 
 CONTROL_TASK_QUEUE = "fleet-control"
 
-# Activities on the control-plane worker (they hold the store and the Temporal client).
-ROUTE_JOB = "fleet.route_job"
-RELEASE_SLOT = "fleet.release_slot"
-RECORD_TRANSITION = "fleet.record_transition"
-BEGIN_ATTEMPT = "fleet.begin_attempt"
-FINISH_RUN = "fleet.finish_run"
-REQUEST_LOCK = "fleet.request_lock"
-WORKFLOW_IS_OPEN = "fleet.workflow_is_open"
-FENCE_REPORT = "fleet.fence_report"
-BUDGET_ADMIT = "fleet.budget_admit"
-# The activity every factory runs, on its own task queue.
-RUN_AGENT = "factory.run_agent"
-
 # Signals, queries.
-SIGNAL_SHIP = "ship"
 SIGNAL_WAKE = "wake"
 SIGNAL_AGENT_STARTED = "agent_started"
 SIGNAL_LOCK_GRANTED = "lock_granted"
@@ -146,13 +134,6 @@ class JobStatus(CamelModel):
     reason: str | None = None
     lease_epoch: int = 0
     factory_id: str | None = None
-
-
-class ShipRequest(CamelModel):
-    """Signal: an operator ships a succeeded job."""
-
-    actor: str
-    note: str | None = None
 
 
 class AgentStarted(CamelModel):
@@ -300,15 +281,10 @@ class RouteResult(CamelModel):
     # Jobs being preempted to free the reserved slot, and the plan's explanation.
     evicted: list[str] = Field(default_factory=list)
     preemption: dict[str, Any] | None = None
-
-
-class ReleaseSlotInput(CamelModel):
-    """Activity input: give a slot back and wake jobs waiting for capacity."""
-
-    factory_id: str
-    job_id: str
-    product_id: str
-    epoch: int
+    # How long the job's product lets its agents take to stop (its preemption policy).
+    stop_grace_s: float | None = None
+    # Preempting: the longest grace period among the victims (their products' policies).
+    victim_grace_s: float = 0.0
 
 
 class BeginAttemptInput(CamelModel):
@@ -340,6 +316,8 @@ class FinishRunInput(CamelModel):
     cost_estimated: bool = False
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
+    # FLEET_BUDGETS when the job was submitted: only then may its run raise a budget alert.
+    budgets_enforced: bool = False
 
 
 # --- the factory's activity -------------------------------------------------------------------
@@ -351,6 +329,8 @@ class RunAgentInput(CamelModel):
     epoch: int
     spec: JobSpec
     checkpoint: dict[str, Any] | None = None
+    # SIGTERM -> SIGKILL for this run (its product's grace); None: the factory's own.
+    stop_grace_s: float | None = None
 
 
 class AgentCheckpoint(CamelModel):
@@ -384,3 +364,45 @@ class BudgetAdmitInput(CamelModel):
     priority: Priority = Priority.NORMAL
     estimate_usd: float | None = None  # None: the product's default estimate
     requested_at: datetime
+
+
+# --- activities: one stable name, one input type, one result type each ----------------------
+InT = TypeVar("InT", bound=CamelModel)
+OutT = TypeVar("OutT")
+
+
+@dataclass(frozen=True)
+class ActivityDef(Generic[InT, OutT]):
+    """An activity as callers know it: its stable name and its one input and result type.
+
+    Workflows call activities through these (typed, never by a bare string) and the
+    implementations register under `name`; a test checks that every definition has an
+    implementation with exactly these types.
+    """
+
+    name: str
+    input_type: type[InT]
+    result_type: type[OutT]
+
+
+# On the control-plane worker (they hold the store and the Temporal client).
+ROUTE_JOB = ActivityDef("fleet.route_job", RouteInput, RouteResult)
+RECORD_TRANSITION = ActivityDef("fleet.record_transition", TransitionInput, type(None))
+BEGIN_ATTEMPT = ActivityDef("fleet.begin_attempt", BeginAttemptInput, type(None))
+FINISH_RUN = ActivityDef("fleet.finish_run", FinishRunInput, type(None))
+REQUEST_LOCK = ActivityDef("fleet.request_lock", RequestLockInput, type(None))
+WORKFLOW_IS_OPEN = ActivityDef("fleet.workflow_is_open", WorkflowIsOpenInput, bool)
+FENCE_REPORT = ActivityDef("fleet.fence_report", FenceInput, type(None))
+BUDGET_ADMIT = ActivityDef("fleet.budget_admit", BudgetAdmitInput, AdmissionResult)
+CONTROL_ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
+    ROUTE_JOB,
+    RECORD_TRANSITION,
+    BEGIN_ATTEMPT,
+    FINISH_RUN,
+    REQUEST_LOCK,
+    WORKFLOW_IS_OPEN,
+    FENCE_REPORT,
+    BUDGET_ADMIT,
+)
+# The activity every factory runs, on its own task queue.
+RUN_AGENT = ActivityDef("factory.run_agent", RunAgentInput, RunAgentResult)

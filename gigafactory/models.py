@@ -30,10 +30,14 @@ __all__ = [
     "JobSpec",
     "KNOWN_ENGINES",
     "LogChunk",
+    "PreemptionSettings",
     "Priority",
+    "PRODUCT_RECORD_ID",
+    "ProductRecord",
     "PRIORITY_RANK",
     "Role",
     "RoutingWeights",
+    "ShadowDecision",
     "SpendRecord",
     "StoredBudget",
     "Run",
@@ -356,14 +360,44 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class PreemptionSettings(CamelModel):
+    """A product's preemption policy; a field left None keeps the fleet's setting.
+
+    `preempting_priorities`: which of the product's priorities may evict lower-priority
+    jobs. `min_runtime_s`: the product's jobs are not evicted before they ran this long.
+    `grace_s`: how long the product's evicted agents get to stop and checkpoint.
+    """
+
+    preempting_priorities: list[Priority] | None = None
+    min_runtime_s: float | None = Field(default=None, ge=0)
+    grace_s: float | None = Field(default=None, ge=0)
+
+
 class RoutingWeights(CamelModel):
-    """A product's routing weight overrides (terms not given keep the fleet defaults)."""
+    """A product's routing settings: weight overrides (terms not given keep the fleet
+    defaults) and its preemption policy."""
 
     id: str = "routing-weights"
     product_id: str
     weights: dict[str, float] = Field(default_factory=dict)
+    preemption: PreemptionSettings = Field(default_factory=PreemptionSettings)
     updated_at: datetime
     updated_by: str
+
+
+class ShadowDecision(CamelModel):
+    """What the shadow weight set would have picked for one placement (FLEET_ROUTING_SHADOW);
+    the id is the run id, so a decision is recorded once."""
+
+    id: str
+    product_id: str
+    job_id: str
+    at: datetime
+    factory_id: str | None
+    shadow_factory_id: str | None
+    score: float  # the live pick's score
+    shadow_score: float  # the shadow pick's score under the live weights (0: not eligible)
+    differs: bool
 
 
 class SpendRecord(CamelModel):
@@ -375,6 +409,17 @@ class SpendRecord(CamelModel):
     usd: float = Field(ge=0)
     estimated: bool = False
     at: datetime
+
+
+PRODUCT_RECORD_ID = "product"
+
+
+class ProductRecord(CamelModel):
+    """That a product exists (its first job was submitted then); products are listed by it."""
+
+    id: str = PRODUCT_RECORD_ID
+    product_id: str
+    created_at: datetime
 
 
 class StoredBudget(CamelModel):

@@ -10,7 +10,7 @@ from temporalio.worker import Worker
 from activities.control import ControlActivities
 from activities.factory import FactoryActivities
 from gigafactory.contracts import factory_task_queue
-from gigafactory.routing_settings import preemption_policy, shadow_weights
+from gigafactory.services import Services
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
 from workflows import WORKFLOWS
@@ -26,19 +26,12 @@ def control_worker(
     task_queue: str | None = None,
 ) -> Worker:
     """The worker that runs every workflow and the control-plane activities."""
-    task_queue = task_queue or settings.control_task_queue
-    activities = ControlActivities(
-        store,
-        client,
-        unhealthy_after_s=settings.factory_unhealthy_after_s,
-        shadow_weights=shadow_weights(settings),
-        capacity_recheck_s=settings.capacity_recheck_s,
-        preemption_policy=preemption_policy(settings),
-        task_queue=task_queue,
-    )
+    if task_queue is not None:
+        settings = settings.model_copy(update={"control_task_queue": task_queue})
+    activities = ControlActivities(Services(store, client, settings))
     return Worker(
         client,
-        task_queue=task_queue,
+        task_queue=settings.control_task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
     )

@@ -25,6 +25,7 @@ __all__ = [
     "capacity_exclusion",
     "check",
     "factory_exclusion",
+    "heartbeat_is_fresh",
     "job_exclusion",
     "seconds_since",
 ]
@@ -43,6 +44,16 @@ def seconds_since(now: datetime, then: datetime) -> float:
     return max(0.0, (now - then).total_seconds())
 
 
+def heartbeat_is_fresh(
+    last_heartbeat_at: datetime | None, now: datetime, unhealthy_after_s: float
+) -> bool:
+    """The one health rule: a heartbeat at most `unhealthy_after_s` old is fresh (the
+    boundary itself included); no heartbeat at all is not."""
+    if last_heartbeat_at is None:
+        return False
+    return seconds_since(now, last_heartbeat_at) <= unhealthy_after_s
+
+
 def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
     """Status and health: the filters that do not depend on the job."""
     if factory.status == REVOKED:
@@ -55,8 +66,8 @@ def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | N
         return Excluded(Exclusion.UNHEALTHY, "reports itself unhealthy")
     if factory.last_heartbeat_at is None:
         return Excluded(Exclusion.UNHEALTHY, "has never sent a heartbeat")
-    age = seconds_since(ctx.now, factory.last_heartbeat_at)
-    if age > ctx.unhealthy_after_s:
+    if not heartbeat_is_fresh(factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s):
+        age = seconds_since(ctx.now, factory.last_heartbeat_at)
         limit = _seconds(ctx.unhealthy_after_s)
         return Excluded(Exclusion.UNHEALTHY, f"no heartbeat for {_seconds(age)}s (limit {limit}s)")
     return None

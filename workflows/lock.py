@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
         LockWorkflowInput,
         WorkflowIsOpenInput,
     )
-    from gigafactory.policies import CONTROL_RETRY, CONTROL_START_TO_CLOSE
+
+from workflows.job.record import call_local
 
 __all__ = ["LockWorkflow"]
 
@@ -141,11 +142,4 @@ class LockWorkflow:
             return False
 
     async def _holder_is_open(self, holder: str) -> bool:
-        result = await workflow.execute_local_activity(
-            WORKFLOW_IS_OPEN,
-            WorkflowIsOpenInput(workflow_id=holder),
-            result_type=bool,
-            start_to_close_timeout=CONTROL_START_TO_CLOSE,
-            retry_policy=CONTROL_RETRY,
-        )
-        return bool(result)
+        return await call_local(WORKFLOW_IS_OPEN, WorkflowIsOpenInput(workflow_id=holder))

@@ -19,7 +19,7 @@ from gigafactory.store.backend import (
     StoreError,
 )
 from gigafactory.store.blobs import BlobNotFound, BlobStore, LocalBlobStore
-from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore, JobPage, StaleEpoch
+from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore, JobPage
 from gigafactory.store.sqlite import SchemaVersionError, SQLiteBackend
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "Query",
     "SQLiteBackend",
     "SchemaVersionError",
-    "StaleEpoch",
     "StoreError",
     "open_blobs",
     "open_store",

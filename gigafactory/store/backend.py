@@ -40,6 +40,7 @@ CONTAINERS: tuple[str, ...] = (
     "budgets",
     "ledger",
     "settings",
+    "decisions",
 )
 
 

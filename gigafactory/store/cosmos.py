@@ -68,6 +68,7 @@ ORDER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "artifacts": ("createdAt",),
     "logs": ("epoch", "seq"),
     "ledger": ("at",),
+    "decisions": ("at",),
 }
 
 # Large payloads nobody filters or orders on: kept out of the index to save write RUs.

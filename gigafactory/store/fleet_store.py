@@ -11,13 +11,13 @@ import asyncio
 import hmac
 import logging
 import random
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from gigafactory.models import (
     FLEET_PARTITION,
+    PRODUCT_RECORD_ID,
     ApiKey,
     Artifact,
     CamelModel,
@@ -27,8 +27,10 @@ from gigafactory.models import (
     Job,
     LogChunk,
     Priority,
+    ProductRecord,
     RoutingWeights,
     Run,
+    ShadowDecision,
     SlotReservation,
     SlotTable,
     SpendRecord,
@@ -45,7 +47,7 @@ from gigafactory.store.backend import (
     without_meta,
 )
 
-__all__ = ["EnrollmentRefused", "FleetStore", "JobPage", "StaleEpoch"]
+__all__ = ["EnrollmentRefused", "FleetStore", "JobPage"]
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,6 @@ M = TypeVar("M", bound=CamelModel)
 # Copies of nested job fields kept at the top level of job documents, so they can be
 # filtered on (backend queries only see top-level fields). Stripped again on read.
 _JOB_DENORMALISED = ("priority", "engine")
-
-
-class StaleEpoch(Exception):
-    """A report carried a lease epoch older than the job's current one (fenced)."""
-
-    def __init__(self, job_id: str, reported: int, current: int) -> None:
-        super().__init__(
-            f"job {job_id}: report from lease epoch {reported} rejected, current epoch is {current}"
-        )
-        self.job_id = job_id
-        self.reported = reported
-        self.current = current
 
 
 class EnrollmentRefused(Exception):
@@ -149,6 +139,10 @@ class FleetStore:
     async def close(self) -> None:
         """Close the backend."""
         await self.backend.close()
+
+    async def ping(self) -> None:
+        """One cheap read, to tell whether the backend answers (raises when it does not)."""
+        await self.backend.count("keys", FLEET_PARTITION, {})
 
     # --- helpers ------------------------------------------------------------------------------
     async def _query_all(
@@ -264,6 +258,11 @@ class FleetStore:
         except AlreadyExists:
             return _from(Event, await self.backend.read("events", event.product_id, event.id))
 
+    async def delete_event(self, product_id: str, event_id: str) -> None:
+        """Remove one event; only to undo a submit whose workflow never started (events are
+        append-only for everything else). Raises NotFound."""
+        await self.backend.delete("events", product_id, event_id)
+
     async def list_events(
         self,
         job_id: str,
@@ -286,45 +285,6 @@ class FleetStore:
             ),
         )
         return [_from(Event, doc) for doc in page.items], page.continuation
-
-    async def check_epoch(
-        self, job_id: str, product_id: str, epoch: int, *, actor: str, what: str, at: datetime
-    ) -> Job:
-        """Accept a report from lease `epoch` or fence it.
-
-        Raises:
-            StaleEpoch: `epoch` is older than the job's; a `fenced` event naming `actor` and
-                `what` was recorded and the job's `fencedReports` counter incremented.
-        """
-        job = await self.get_job(job_id, product_id)
-        current = job.lease_epoch
-        if epoch >= current:
-            return job
-        log.warning(
-            "job %s: fenced %s from %s (epoch %d < %d)", job_id, what, actor, epoch, current
-        )
-        await self.append_event(
-            Event(
-                id=uuid.uuid4().hex,
-                job_id=job_id,
-                product_id=product_id,
-                at=at,
-                kind="fenced",
-                actor=actor,
-                reason=(
-                    f"stale report ({what}) from lease epoch {epoch}; current epoch is {current}"
-                ),
-                epoch=epoch,
-                data={"what": what, "currentEpoch": current},
-            )
-        )
-
-        def count_fenced(j: Job) -> Job:
-            j.fenced_reports += 1
-            return j
-
-        await self.update_job(job_id, product_id, count_fenced)
-        raise StaleEpoch(job_id, epoch, current)
 
     # --- runs, artifacts, logs ----------------------------------------------------------------
     async def upsert_run(self, run: Run) -> Run:
@@ -564,6 +524,42 @@ class FleetStore:
             ),
         )
         return [_from(SpendRecord, d) for d in page.items]
+
+    # --- products -----------------------------------------------------------------------------
+    async def touch_product(self, product_id: str, now: datetime) -> None:
+        """Remember that `product_id` exists (idempotent), so products can be listed."""
+        try:
+            await self.backend.create(
+                "settings", _doc(ProductRecord(product_id=product_id, created_at=now))
+            )
+        except AlreadyExists:
+            pass
+
+    async def list_products(self) -> list[str]:
+        """Every product a job was ever submitted to, by id."""
+        docs = await self._query_all("settings", None, {"id": PRODUCT_RECORD_ID})
+        return sorted({str(d["productId"]) for d in docs})
+
+    # --- shadow routing decisions ---------------------------------------------------------------
+    async def record_shadow(self, decision: ShadowDecision) -> None:
+        """Record what the shadow weights would have picked (once per decision id)."""
+        try:
+            await self.backend.create("decisions", _doc(decision))
+        except AlreadyExists:
+            pass
+
+    async def list_shadow(
+        self, product_id: str, *, since: datetime, limit: int = 10_000
+    ) -> list[ShadowDecision]:
+        """The product's shadow decisions since `since`, newest first."""
+        page = await self.backend.query(
+            "decisions",
+            product_id,
+            Query(
+                order_by="at", descending=True, limit=limit, greater_than=("at", _utc_text(since))
+            ),
+        )
+        return [_from(ShadowDecision, d) for d in page.items]
 
     # --- routing weights ------------------------------------------------------------------------
     async def get_routing_weights(self, product_id: str) -> RoutingWeights | None:

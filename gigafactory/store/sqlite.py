@@ -81,14 +81,21 @@ _INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "factories_token": ("factories", ("tokenId",)),
 }
 
+
+def _create_table(container: str) -> str:
+    return (
+        f"CREATE TABLE {_table(container)} (product_id TEXT NOT NULL, id TEXT NOT NULL, "
+        "etag TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (product_id, id))"
+    )
+
+
+# The containers of schema 1; later ones are created by the migration that added them.
+_V1_CONTAINERS = CONTAINERS[: CONTAINERS.index("settings") + 1]
+
 # Schema version -> statements that bring the previous version up to it. Append, never edit.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
-        *(
-            f"CREATE TABLE {_table(c)} (product_id TEXT NOT NULL, id TEXT NOT NULL, "
-            "etag TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (product_id, id))"
-            for c in CONTAINERS
-        ),
+        *(_create_table(c) for c in _V1_CONTAINERS),
         *(
             f"CREATE INDEX {name} ON {_table(c)} ({', '.join(_expr(f) for f in fields)})"
             for name, (c, fields) in _INDEXES.items()
@@ -100,6 +107,11 @@ MIGRATIONS: dict[int, list[str]] = {
         f"CREATE INDEX jobs_stage_created ON {_table('jobs')} "
         f"({_expr('stage')}, {_expr('createdAt')})",
         f"CREATE INDEX ledger_at ON {_table('ledger')} (product_id, {_expr('at')})",
+    ],
+    # Shadow routing decisions, reported per product over a time window.
+    3: [
+        _create_table("decisions"),
+        f"CREATE INDEX decisions_at ON {_table('decisions')} (product_id, {_expr('at')})",
     ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)

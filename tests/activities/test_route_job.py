@@ -12,7 +12,8 @@ from temporalio.client import Client
 from activities.control import ControlActivities
 from gigafactory.contracts import RouteInput
 from gigafactory.models import Factory, Job, JobSpec, RoutingWeights, Stage, WaitReason
-from gigafactory.routing_settings import shadow_weights
+from gigafactory.services import Services
+from gigafactory.services.routing import parse_shadow_weights as shadow_weights
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, SQLiteBackend
 from routing import FleetWeights
@@ -41,6 +42,19 @@ async def store(tmp_path: Path) -> AsyncIterator[FleetStore]:
         await fleet.close()
 
 
+def _control(
+    store: FleetStore,
+    client: Client,
+    *,
+    shadow_weights: FleetWeights | None = None,
+    capacity_recheck_s: float = 15.0,
+) -> ControlActivities:
+    """The control activities over services with the test's settings and a pinned clock."""
+    settings = Settings(capacity_recheck_s=capacity_recheck_s)
+    services = Services(store, client, settings, shadow_weights=shadow_weights, clock=lambda: NOW)
+    return ControlActivities(services)
+
+
 def _route(**extra: object) -> RouteInput:
     return RouteInput.model_validate(
         {"jobId": "j1", "productId": "p1", "epoch": 1, "engine": "sim", **extra}
@@ -48,11 +62,10 @@ def _route(**extra: object) -> RouteInput:
 
 
 async def test_shadow_set_is_recorded_not_acted_on(store: FleetStore, client: Client) -> None:
-    control = ControlActivities(
+    control = _control(
         store,
         client,
         shadow_weights=FleetWeights().override({"affinity": 0, "capability_fit": 0}),
-        clock=lambda: NOW,
     )
     result = await control.route_job(
         _route(preferredLabels=["cpu"], weightsOverride={"affinity": 40})
@@ -68,7 +81,7 @@ async def test_shadow_set_is_recorded_not_acted_on(store: FleetStore, client: Cl
 
 
 async def test_without_shadow_nothing_extra_is_recorded(store: FleetStore, client: Client) -> None:
-    control = ControlActivities(store, client, clock=lambda: NOW)
+    control = _control(store, client)
     result = await control.route_job(_route())
     assert result.shadow is None
     assert result.weights == FleetWeights().as_dict()
@@ -80,7 +93,7 @@ async def test_product_override_then_request_override(store: FleetStore, client:
             product_id="p1", weights={"load": 9, "health": 0}, updated_at=NOW, updated_by="test"
         )  # fmt: skip
     )
-    control = ControlActivities(store, client, clock=lambda: NOW)
+    control = _control(store, client)
     product = await control.route_job(_route())
     assert (product.weights["load"], product.weights["health"]) == (9, 0)
     request = await control.route_job(_route(jobId="j2", weightsOverride={"load": 1}))
@@ -118,7 +131,7 @@ async def _waiting_job(
 async def test_a_free_slot_goes_to_the_better_waiting_job(
     store: FleetStore, client: Client
 ) -> None:
-    control = ControlActivities(store, client, capacity_recheck_s=10, clock=lambda: NOW)
+    control = _control(store, client, capacity_recheck_s=10)
     # Two free slots (fa, fb), two better jobs still competing: nothing for a normal one.
     await _waiting_job(store, "hi1", "critical", NOW - timedelta(seconds=5))
     await _waiting_job(store, "hi2", "high", NOW - timedelta(seconds=5))
@@ -130,7 +143,7 @@ async def test_a_free_slot_goes_to_the_better_waiting_job(
 
 
 async def test_a_silent_competitor_holds_nothing(store: FleetStore, client: Client) -> None:
-    control = ControlActivities(store, client, capacity_recheck_s=10, clock=lambda: NOW)
+    control = _control(store, client, capacity_recheck_s=10)
     await _waiting_job(store, "ghost", "critical", NOW - timedelta(seconds=31))
     await _waiting_job(store, "never", "critical", None)
     placed = await control.route_job(_route(jobId="j1", priority="low"))

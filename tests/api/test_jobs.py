@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,8 +21,8 @@ from gigafactory.search_attributes import (
     FLEET_PRODUCT_ID,
     FLEET_STAGE,
 )
+from gigafactory.services import Services
 from gigafactory.store import NotFound
-from gigafactory.submit import submit_job
 from launch.devserver import free_port
 from tests.api.conftest import MAX_SPEC_BYTES, Api, new_product
 from tests.conftest import EXAMPLES_DIR
@@ -190,14 +189,8 @@ async def test_submit_rolls_back_when_the_workflow_id_is_taken(api: Api) -> None
     )
     try:
         with pytest.raises(WorkflowAlreadyStartedError):
-            await submit_job(
-                api.store,
-                api.client,
-                spec,
-                submitted_by="api:test",
-                now=datetime.now(UTC),
-                job_id=job_id,
-                task_queue=api.settings.control_task_queue,
+            await Services(api.store, api.client, api.settings).jobs.create(
+                spec, submitted_by="api:test", job_id=job_id
             )
         with pytest.raises(NotFound):
             await api.store.get_job(job_id, api.product)

@@ -22,13 +22,14 @@ from gigafactory.models import (
     SlotReservation,
     Stage,
 )
+from gigafactory.services.errors import Fenced
+from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.store import (
     AlreadyExists,
     EnrollmentRefused,
     FleetStore,
     NotFound,
     PreconditionFailed,
-    StaleEpoch,
 )
 from tests.store.conftest import T0, make_job
 
@@ -181,7 +182,9 @@ async def test_event_times_sort_across_precision_and_offsets(store: FleetStore):
 async def test_check_epoch_accepts_current_and_newer(store: FleetStore):
     await store.create_job(make_job("j1", lease_epoch=2))
     for epoch in (2, 3):
-        job = await store.check_epoch("j1", "acme", epoch, actor="factory:f1", what="x", at=T0)
+        job = await Lifecycle(store).check_report(
+            "j1", "acme", epoch, actor="factory:f1", what="x", at=T0
+        )
         assert job.lease_epoch == 2
     assert (await store.get_job("j1", "acme")).fenced_reports == 0
     assert (await store.list_events("j1", "acme"))[0] == []
@@ -189,11 +192,12 @@ async def test_check_epoch_accepts_current_and_newer(store: FleetStore):
 
 async def test_check_epoch_fences_older(store: FleetStore):
     await store.create_job(make_job("j1", lease_epoch=2))
-    with pytest.raises(StaleEpoch) as raised:
-        await store.check_epoch("j1", "acme", 1, actor="factory:f1", what="heartbeat", at=T0)
+    lifecycle = Lifecycle(store)
+    with pytest.raises(Fenced) as raised:
+        await lifecycle.check_report("j1", "acme", 1, actor="factory:f1", what="heartbeat", at=T0)
     assert (raised.value.job_id, raised.value.reported, raised.value.current) == ("j1", 1, 2)
-    with pytest.raises(StaleEpoch):
-        await store.check_epoch("j1", "acme", 0, actor="factory:f2", what="finish", at=T0)
+    with pytest.raises(Fenced):
+        await lifecycle.check_report("j1", "acme", 0, actor="factory:f2", what="finish", at=T0)
 
     assert (await store.get_job("j1", "acme")).fenced_reports == 2
     events, _ = await store.list_events("j1", "acme")

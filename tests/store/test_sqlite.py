@@ -104,6 +104,7 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path):
     with closing(sqlite3.connect(path)) as conn:  # what version 1 left behind
         conn.execute("DROP INDEX jobs_stage_created")
         conn.execute("DROP INDEX ledger_at")
+        conn.execute('DROP TABLE "decisions"')  # and what version 3 added
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.commit()
     backend = SQLiteBackend(path)
@@ -113,5 +114,7 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path):
     with closing(sqlite3.connect(path)) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert {"jobs_stage_created", "ledger_at"} <= names
-    assert int(version[0]) == SCHEMA_VERSION == 2
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs_stage_created", "ledger_at", "decisions_at"} <= names
+    assert "decisions" in tables
+    assert int(version[0]) == SCHEMA_VERSION == 3

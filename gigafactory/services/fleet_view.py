@@ -1,16 +1,58 @@
 """The fleet as the routing module sees it: store documents -> pure routing inputs, and
-routing outputs -> what events and the API record. Shared by the routing activity and the
-API's dry-run plan."""
+routing outputs -> what events and the API record."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from gigafactory.contracts import CandidateScore, ScoreTerm
-from gigafactory.models import Factory, SlotTable
-from routing import Candidate, FactoryView, PreemptionPlan, RunningJob
+from gigafactory.models import Factory, Job, Priority, SlotTable
+from routing import Candidate, FactoryView, JobRequest, PreemptionPlan, RunningJob
 
-__all__ = ["candidate_wire", "factory_view", "plan_wire", "running_jobs"]
+__all__ = [
+    "candidate_wire",
+    "factory_view",
+    "job_request",
+    "plan_wire",
+    "request_of_job",
+    "running_jobs",
+]
+
+
+def job_request(
+    job_id: str,
+    *,
+    engine: str,
+    capabilities: Iterable[str],
+    priority: Priority,
+    preferred_labels: Iterable[str],
+    waiting_since: datetime | None,
+    previous_factory_id: str | None = None,
+) -> JobRequest:
+    """A job asking for a slot, as routing sees it."""
+    return JobRequest(
+        job_id=job_id,
+        engine=engine,
+        capabilities=frozenset(capabilities),
+        priority=priority.value,
+        waiting_since=waiting_since,
+        preferred_labels=frozenset(preferred_labels),
+        previous_factory_id=previous_factory_id,
+    )
+
+
+def request_of_job(job: Job) -> JobRequest:
+    """A stored job (one waiting for a slot) as routing sees it."""
+    return job_request(
+        job.id,
+        engine=job.spec.engine,
+        capabilities=job.spec.capabilities,
+        priority=job.spec.priority,
+        preferred_labels=job.spec.preferred_labels,
+        waiting_since=job.updated_at,
+    )
 
 
 def factory_view(factory: Factory, table: SlotTable | None, job_id: str) -> FactoryView:

@@ -1,0 +1,327 @@
+"""Factories: enrollment, heartbeats, token rotation and revocation, cordoning, listing.
+
+Factories serve every product, so these operations are fleet-wide (operator role), except
+what a factory does for itself with its own token (heartbeat, rotate). Health is the one
+rule routing uses (`routing.heartbeat_is_fresh`), so the API never calls healthy a factory
+that routing skips, nor the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gigafactory.models import (
+    KNOWN_ENGINES,
+    ApiKey,
+    EnrollmentToken,
+    Factory,
+    FactoryStatus,
+    Role,
+    SlotReservation,
+    SlotTable,
+)
+from gigafactory.security import ENROLLMENT_TOKEN, FACTORY_TOKEN, hash_token, mint, parse_token
+from gigafactory.services.access import Principal, require_role
+from gigafactory.services.clock import Clock
+from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.waiting import WaitingJobs
+from gigafactory.settings import Settings
+from gigafactory.store.backend import AlreadyExists, NotFound
+from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore
+from routing import heartbeat_is_fresh
+
+__all__ = ["Beat", "Enrollment", "FactoryService", "FactoryState", "is_healthy"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_healthy(factory: Factory, now: datetime, unhealthy_after_s: float) -> bool:
+    """Not revoked, reported healthy, at a heartbeat routing still counts as fresh."""
+    return (
+        factory.status != FactoryStatus.REVOKED
+        and factory.healthy
+        and heartbeat_is_fresh(factory.last_heartbeat_at, now, unhealthy_after_s)
+    )
+
+
+@dataclass(frozen=True)
+class FactoryState:
+    """A factory with its reserved slots and its health now."""
+
+    factory: Factory
+    reservations: list[SlotReservation]
+    healthy: bool
+    heartbeat_age_s: float | None
+
+    @property
+    def slots_in_use(self) -> int:
+        return len(self.reservations)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """What a new factory presents: its one-time token and what it offers."""
+
+    enrollment_token: str
+    factory_id: str
+    engines: Sequence[str] = ()
+    labels: Sequence[str] = ()
+    slots: int = 1
+    hostname: str | None = None
+    cost_rate_usd_per_hour: float = 0.0
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a factory reports at each heartbeat."""
+
+    engines: Sequence[str] = ()
+    labels: Sequence[str] = ()
+    slots: int = 1
+    healthy: bool = True
+    running: int = 0
+
+
+def _check_engines(engines: Sequence[str]) -> None:
+    unknown = [e for e in engines if e not in KNOWN_ENGINES]
+    if unknown:
+        raise InvalidInput(
+            f"unknown engine(s) {', '.join(unknown)}; known engines: {', '.join(KNOWN_ENGINES)}",
+            field="engines",
+        )
+
+
+class FactoryService:
+    """The fleet's machines."""
+
+    def __init__(
+        self, store: FleetStore, settings: Settings, waiting: WaitingJobs, clock: Clock
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.waiting = waiting
+        self.clock = clock
+
+    # --- reading ------------------------------------------------------------------------------
+    def _state(self, factory: Factory, table: SlotTable | None, now: datetime) -> FactoryState:
+        age = (
+            max(0.0, (now - factory.last_heartbeat_at).total_seconds())
+            if factory.last_heartbeat_at
+            else None
+        )
+        return FactoryState(
+            factory=factory,
+            reservations=list(table.reservations) if table else [],
+            healthy=is_healthy(factory, now, self.settings.factory_unhealthy_after_s),
+            heartbeat_age_s=age,
+        )
+
+    async def _factory(self, factory_id: str) -> Factory:
+        try:
+            return await self.store.get_factory(factory_id)
+        except NotFound:
+            raise NotFoundError(f"factory {factory_id} not found") from None
+
+    async def state_of(self, factory: Factory) -> FactoryState:
+        return self._state(factory, await self.store.get_slots(factory.id), self.clock())
+
+    async def list_states(self, key: ApiKey) -> list[FactoryState]:
+        """Every factory with its slots in use and computed health (operators)."""
+        require_role(key, Role.OPERATOR, "listing factories")
+        now = self.clock()
+        tables = {t.factory_id: t for t in await self.store.list_slot_tables()}
+        return [self._state(f, tables.get(f.id), now) for f in await self.store.list_factories()]
+
+    async def get(self, key: ApiKey, factory_id: str) -> FactoryState:
+        """One factory (operators)."""
+        require_role(key, Role.OPERATOR, "reading factories")
+        return await self.state_of(await self._factory(factory_id))
+
+    # --- enrollment ---------------------------------------------------------------------------
+    async def enrollment_token(self, key: ApiKey) -> tuple[str, datetime]:
+        """A one-time token a new factory exchanges for its factory token (shown once).
+
+        Returns:
+            The token and when it expires.
+        """
+        require_role(key, Role.OPERATOR, "creating enrollment tokens")
+        token_id, token = mint(ENROLLMENT_TOKEN)
+        now = self.clock()
+        stored = await self.store.create_enrollment(
+            EnrollmentToken(
+                id=token_id,
+                token_hash=hash_token(token),
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.enrollment_ttl_s),
+                created_by=f"api:{key.id}",
+            )
+        )
+        return token, stored.expires_at
+
+    async def enroll(self, enrollment: Enrollment) -> str:
+        """Exchange an enrollment token for a factory token.
+
+        Re-enrolling an existing factory id replaces its token; a revoked factory becomes
+        active again, a cordoned one stays cordoned.
+
+        Returns:
+            The new factory token (shown once).
+
+        Raises:
+            EnrollmentRefused: the token is malformed, unknown, expired or used.
+            InvalidInput: an unknown engine.
+        """
+        _check_engines(enrollment.engines)
+        try:
+            kind, token_id = parse_token(enrollment.enrollment_token)
+        except ValueError:
+            raise EnrollmentRefused("malformed enrollment token") from None
+        if kind != ENROLLMENT_TOKEN:
+            raise EnrollmentRefused(f"a {kind} token is not an enrollment token (gfe_...)")
+        now = self.clock()
+        await self.store.consume_enrollment(
+            token_id, hash_token(enrollment.enrollment_token), enrollment.factory_id, now
+        )
+        factory_token_id, factory_token = mint(FACTORY_TOKEN)
+        factory = Factory(
+            id=enrollment.factory_id,
+            engines=list(enrollment.engines),
+            labels=list(enrollment.labels),
+            slots=enrollment.slots,
+            token_id=factory_token_id,
+            token_hash=hash_token(factory_token),
+            hostname=enrollment.hostname,
+            enrolled_at=now,
+            cost_rate_usd_per_hour=enrollment.cost_rate_usd_per_hour,
+        )
+        try:
+            await self.store.create_factory(factory)
+        except AlreadyExists:
+
+            def reenroll(f: Factory) -> Factory:
+                f.engines = list(enrollment.engines)
+                f.labels = list(enrollment.labels)
+                f.slots = enrollment.slots
+                f.hostname = enrollment.hostname
+                f.cost_rate_usd_per_hour = enrollment.cost_rate_usd_per_hour
+                f.token_id = factory_token_id
+                f.token_hash = hash_token(factory_token)
+                f.enrolled_at = now
+                if f.status == FactoryStatus.REVOKED:
+                    f.status = FactoryStatus.ACTIVE
+                return f
+
+            await self.store.update_factory(enrollment.factory_id, reenroll)
+            logger.info("factory %s re-enrolled; its previous token is void", factory.id)
+        else:
+            logger.info("factory %s enrolled", factory.id)
+        await self.waiting.wake(f"factory {factory.id} enrolled")
+        return factory_token
+
+    # --- a factory's own reports --------------------------------------------------------------
+    async def heartbeat(self, factory: Factory, beat: Beat) -> FactoryState:
+        """A factory reports its engines, labels, slots and health; capacity that appears
+        (healthy again, more slots, a new engine) wakes waiting jobs."""
+        _check_engines(beat.engines)
+        now = self.clock()
+        before: list[Factory] = []
+
+        def update(f: Factory) -> Factory:
+            before.append(f.model_copy())
+            f.engines = list(beat.engines)
+            f.labels = list(beat.labels)
+            f.slots = beat.slots
+            f.healthy = beat.healthy
+            f.running = beat.running
+            f.last_heartbeat_at = now
+            return f
+
+        updated = await self.store.update_factory(factory.id, update)
+        previous = before[-1]
+        limit = self.settings.factory_unhealthy_after_s
+        reasons = []
+        if not is_healthy(previous, now, limit) and is_healthy(updated, now, limit):
+            reasons.append("is healthy again")
+        if updated.slots > previous.slots:
+            reasons.append(f"has {updated.slots} slots")
+        if new_engines := set(updated.engines) - set(previous.engines):
+            reasons.append(f"offers {', '.join(sorted(new_engines))}")
+        if updated.status == FactoryStatus.ACTIVE and reasons:
+            await self.waiting.wake(f"factory {factory.id} {' and '.join(reasons)}")
+        return await self.state_of(updated)
+
+    async def rotate(self, caller: Principal, factory_id: str) -> str:
+        """A new token for the factory (itself, or an operator); the old one is refused at
+        once.
+
+        Raises:
+            Forbidden: another factory, or a key below operator.
+            Conflict: the factory is revoked (it must enroll again).
+        """
+        if caller.factory is not None:
+            if caller.factory.id != factory_id:
+                raise Forbidden("a factory may rotate only its own token")
+        else:
+            assert caller.key is not None
+            require_role(caller.key, Role.OPERATOR, "rotating a factory token")
+        factory = await self._factory(factory_id)
+        if factory.status == FactoryStatus.REVOKED:
+            raise Conflict(
+                f"factory {factory_id} is revoked: enroll it again with a new enrollment token"
+            )
+        token_id, token = mint(FACTORY_TOKEN)
+
+        def rotate(f: Factory) -> Factory:
+            f.token_id = token_id
+            f.token_hash = hash_token(token)
+            return f
+
+        await self.store.update_factory(factory_id, rotate)
+        logger.info("factory %s: token rotated by %s", factory_id, caller.actor)
+        return token
+
+    # --- operators ----------------------------------------------------------------------------
+    async def revoke(self, key: ApiKey, factory_id: str) -> FactoryState:
+        """Revoke the factory: its token is refused at once and routing skips it."""
+        require_role(key, Role.OPERATOR, "revoking a factory")
+        await self._factory(factory_id)
+
+        def revoke(f: Factory) -> Factory:
+            f.status = FactoryStatus.REVOKED
+            f.token_id = None
+            f.token_hash = None
+            return f
+
+        updated = await self.store.update_factory(factory_id, revoke)
+        logger.info("factory %s revoked by api:%s", factory_id, key.id)
+        return await self.state_of(updated)
+
+    async def cordon(self, key: ApiKey, factory_id: str) -> FactoryState:
+        """Stop routing new jobs to the factory; running ones finish."""
+        updated = await self._set_status(key, factory_id, FactoryStatus.CORDONED)
+        logger.info("factory %s cordoned by api:%s", factory_id, key.id)
+        return await self.state_of(updated)
+
+    async def uncordon(self, key: ApiKey, factory_id: str) -> FactoryState:
+        """Route jobs to the factory again, and wake jobs waiting for capacity."""
+        updated = await self._set_status(key, factory_id, FactoryStatus.ACTIVE)
+        logger.info("factory %s uncordoned by api:%s", factory_id, key.id)
+        await self.waiting.wake(f"factory {factory_id} uncordoned")
+        return await self.state_of(updated)
+
+    async def _set_status(self, key: ApiKey, factory_id: str, status: FactoryStatus) -> Factory:
+        require_role(key, Role.OPERATOR, "cordoning factories")
+        factory = await self._factory(factory_id)
+        if factory.status == FactoryStatus.REVOKED:
+            raise Conflict(f"factory {factory_id} is revoked: enroll it again first")
+
+        def change(f: Factory) -> Factory | None:
+            if f.status == FactoryStatus.REVOKED:
+                return None
+            f.status = status
+            return f
+
+        return await self.store.update_factory(factory_id, change)

@@ -1,0 +1,397 @@
+"""Jobs: submit, list, read, cancel, ship; their runs, events and logs.
+
+A job is two things that must agree: its projection in the store and its JobWorkflow in
+Temporal. Submit writes the projection (and a parent's whole subtree) first, so the
+workflow's first transition always finds it; if the workflow cannot be started, everything
+written is removed again, so nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from gigafactory.contracts import (
+    JOB_WORKFLOW,
+    JobTiming,
+    JobWorkflowInput,
+    child_job_id,
+    job_workflow_id,
+)
+from gigafactory.models import (
+    TERMINAL_STAGES,
+    ApiKey,
+    ChildSpec,
+    Event,
+    Job,
+    JobSpec,
+    LogChunk,
+    Priority,
+    Role,
+    Run,
+    Stage,
+    WaitReason,
+)
+from gigafactory.services.access import require_role, visible_products
+from gigafactory.services.clock import Clock
+from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.specs import Submission, build_spec
+from gigafactory.settings import Settings
+from gigafactory.store.backend import NotFound, StoreError
+from gigafactory.store.fleet_store import FleetStore, JobPage
+from gigafactory.workflow_view import (
+    initial_search_attributes,
+    new_job_id,
+    temporal_priority,
+    workflow_details,
+    workflow_summary,
+)
+
+__all__ = ["JobService", "job_not_found", "timing_from"]
+
+logger = logging.getLogger(__name__)
+
+
+def job_not_found(job_id: str) -> NotFoundError:
+    """The one answer for a job that does not exist or that the caller may not see."""
+    return NotFoundError(f"job {job_id} not found")
+
+
+def timing_from(settings: Settings) -> JobTiming:
+    """The timeouts and flags a job's workflow runs with (workflows read no environment)."""
+    return JobTiming(
+        lease_heartbeat_timeout_s=settings.lease_heartbeat_timeout_s,
+        dispatch_timeout_s=settings.dispatch_timeout_s,
+        capacity_recheck_s=settings.capacity_recheck_s,
+        stop_grace_s=settings.stop_grace_s,
+        budgets=settings.budgets,
+        preemption=settings.preemption,
+    )
+
+
+class JobService:
+    """Every operation on jobs, for the API, the web UI and the CLI (through the API)."""
+
+    def __init__(
+        self,
+        store: FleetStore,
+        temporal: Client,
+        settings: Settings,
+        lifecycle: Lifecycle,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.temporal = temporal
+        self.settings = settings
+        self.lifecycle = lifecycle
+        self.clock = clock
+
+    # --- reading ------------------------------------------------------------------------------
+    async def find(self, job_id: str, product_id: str | None = None) -> Job:
+        """A job by id (in `product_id` when known). Raises NotFoundError."""
+        try:
+            return await self.store.get_job(job_id, product_id)
+        except NotFound:
+            raise job_not_found(job_id) from None
+
+    async def get(self, key: ApiKey, job_id: str) -> Job:
+        """A job the key may see; another product's job is "not found", as if it did not exist."""
+        job = await self.find(job_id)
+        if not key.may_see(job.product_id):
+            raise job_not_found(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        key: ApiKey,
+        *,
+        product_id: str | None = None,
+        stage: Stage | None = None,
+        priority: Priority | None = None,
+        parent_id: str | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, limited to the key's products.
+
+        Raises:
+            InvalidInput: the continuation token is not one this listing returned.
+        """
+        products = visible_products(key, product_id)
+        if products == []:
+            return JobPage([], None)  # as for a product without jobs: nothing to leak
+        try:
+            return await self.store.list_jobs(
+                products=products,
+                stage=stage,
+                priority=priority,
+                parent_id=parent_id,
+                limit=limit,
+                continuation=continuation,
+            )
+        except StoreError as err:
+            if type(err) is not StoreError:  # NotFound & co. are not about the token
+                raise
+            raise InvalidInput(
+                f"invalid continuation token ({err}): pass the one the previous page returned "
+                "with the same filters",
+                field="continuation",
+            ) from None
+
+    async def runs(self, key: ApiKey, job_id: str) -> list[Run]:
+        """A job's attempts by lease epoch."""
+        job = await self.get(key, job_id)
+        return await self.store.list_runs(job.id, job.product_id)
+
+    async def events(
+        self, key: ApiKey, job_id: str, *, limit: int = 500, continuation: str | None = None
+    ) -> tuple[list[Event], str | None]:
+        """A job's events oldest first: transitions, routing decisions, fenced reports."""
+        job = await self.get(key, job_id)
+        return await self.store.list_events(
+            job.id, job.product_id, limit=limit, continuation=continuation
+        )
+
+    async def read_log(
+        self,
+        key: ApiKey,
+        job_id: str,
+        *,
+        epoch: int | None = None,
+        after_seq: int = -1,
+        limit: int = 1000,
+    ) -> list[LogChunk]:
+        """A job's log chunks (of one lease `epoch`, or all), after `after_seq`."""
+        job = await self.get(key, job_id)
+        return await self.store.read_log(
+            job.id, job.product_id, epoch=epoch, after_seq=after_seq, limit=limit
+        )
+
+    # --- submit -------------------------------------------------------------------------------
+    async def submit(self, key: ApiKey, submission: Submission) -> Job:
+        """Validate a submission and create the job (see `create`)."""
+        spec = build_spec(submission, key, self.settings)
+        return await self.create(spec, submitted_by=f"api:{key.id}")
+
+    async def create(
+        self,
+        spec: JobSpec,
+        *,
+        submitted_by: str,
+        job_id: str | None = None,
+        parent_id: str | None = None,
+    ) -> Job:
+        """Create a job from a validated spec: its projection, its children's, its first
+        event and its JobWorkflow; on any failure nothing of it is left.
+
+        Raises:
+            AlreadyExists: a job with this id already exists in the product.
+            WorkflowAlreadyStartedError: a workflow with the job's id exists.
+            RPCError: Temporal refused the start.
+            RuntimeError: a lazy client could not connect to Temporal.
+        """
+        now = self.clock()
+        job_id = job_id or new_job_id()
+        product_id = spec.product_id
+        workflow_id = job_workflow_id(product_id, job_id)
+        job = await self.lifecycle.create(
+            Job(
+                id=job_id,
+                product_id=product_id,
+                workflow_id=workflow_id,
+                spec=spec,
+                stage=Stage.QUEUED,
+                parent_id=parent_id,
+                submitted_by=submitted_by,
+                created_at=now,
+                updated_at=now,
+            ),
+            reason="submitted",
+        )
+        children: list[Job] = []
+        try:
+            await self.store.touch_product(product_id, now)
+            # A parent's children (and theirs) exist from the start, waiting for their turn,
+            # so the DAG view is whole at once and every child workflow finds its projection.
+            children = await self.create_children(job, spec.children, submitted_by=submitted_by)
+            await self.temporal.start_workflow(
+                JOB_WORKFLOW,
+                JobWorkflowInput(
+                    job_id=job_id,
+                    product_id=product_id,
+                    spec=spec,
+                    timing=timing_from(self.settings),
+                ),
+                id=workflow_id,
+                task_queue=self.settings.control_task_queue,
+                # One workflow per job, ever: a job id is never reused for a second run.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=initial_search_attributes(spec),
+                static_summary=workflow_summary(job_id, spec),
+                static_details=workflow_details(job_id, spec),
+                priority=temporal_priority(spec),
+            )
+        except BaseException as err:
+            logger.warning("submit of job %s rolled back: %s", workflow_id, err)
+            if not isinstance(err, WorkflowAlreadyStartedError):
+                # The start may have reached the server before the call failed (a timeout): a
+                # workflow with this fresh id can only be ours, so stop it rather than leave
+                # it running without its projection.
+                await self._terminate_quietly(workflow_id)
+            await self.remove_children(children)
+            await self.lifecycle.remove(job)
+            raise
+        logger.info("submitted job %s (%s)", workflow_id, workflow_summary(job_id, spec))
+        return job
+
+    async def create_children(
+        self, parent: Job, children: Sequence[ChildSpec], *, submitted_by: str
+    ) -> list[Job]:
+        """Write the projections of a parent's children, and theirs, each `queued` and waiting
+        for its dependencies; their workflows are started by the parent's.
+
+        On a failure, what this call wrote is removed again and the error re-raised.
+
+        Returns:
+            The jobs written, parents before their children.
+        """
+        now = self.clock()
+        written: list[Job] = []
+        try:
+            pending = [(parent, list(children))]
+            while pending:
+                owner, specs = pending.pop(0)
+                for child in specs:
+                    job_id = child_job_id(owner.id, child.id)
+                    waits = ", ".join(child.depends_on)
+                    job = await self.lifecycle.create(
+                        Job(
+                            id=job_id,
+                            product_id=owner.product_id,
+                            workflow_id=job_workflow_id(owner.product_id, job_id),
+                            spec=child.spec,
+                            stage=Stage.QUEUED,
+                            wait_reason=WaitReason.DEPS,
+                            stage_reason=(
+                                f"waiting for {waits}" if waits else "waiting for its parent"
+                            ),
+                            parent_id=owner.id,
+                            submitted_by=submitted_by,
+                            created_at=now,
+                            updated_at=now,
+                        ),
+                        reason=f"submitted as child {child.id!r} of job {owner.id}",
+                    )
+                    written.append(job)
+                    if child.spec.children:
+                        pending.append((job, list(child.spec.children)))
+        except BaseException:
+            await self.remove_children(written)
+            raise
+        return written
+
+    async def remove_children(self, jobs: Sequence[Job]) -> None:
+        """Undo `create_children`."""
+        for job in reversed(jobs):
+            await self.lifecycle.remove(job)
+
+    async def _terminate_quietly(self, workflow_id: str) -> None:
+        try:
+            await self.temporal.get_workflow_handle(workflow_id).terminate(
+                reason="submit rolled back", rpc_timeout=timedelta(seconds=5)
+            )
+        except Exception as err:  # best effort: usually there is no such workflow (NOT_FOUND)
+            logger.debug("rollback of %s: terminate: %s", workflow_id, err)
+
+    # --- changing -----------------------------------------------------------------------------
+    async def cancel(self, key: ApiKey, job_id: str, reason: str | None = None) -> Job:
+        """Ask the job's workflow to cancel (it stops the job wherever it is).
+
+        Raises:
+            Conflict: the job, or its workflow, has already finished.
+        """
+        job = await self.get(key, job_id)
+        if job.stage in TERMINAL_STAGES:
+            raise Conflict(f"job {job_id} is already {job.stage.value}; nothing to cancel")
+        try:
+            await self.temporal.get_workflow_handle(job.workflow_id).cancel()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise Conflict(
+                    f"job {job_id}'s workflow has already finished; nothing to cancel"
+                ) from None
+            raise
+        await self.lifecycle.record_event(
+            job.id,
+            job.product_id,
+            kind="cancel_requested",
+            actor=f"api:{key.id}",
+            at=self.clock(),
+            reason=reason or "cancel requested",
+        )
+        return job
+
+    async def ship(self, key: ApiKey, job_id: str, note: str | None = None) -> Job:
+        """Ship a succeeded job (operators).
+
+        Raises:
+            Forbidden: the key is not an operator.
+            Conflict: the job is not succeeded.
+        """
+        job = await self.get(key, job_id)
+        require_role(key, Role.OPERATOR, "shipping")
+        return await self.lifecycle.ship(job, actor=f"api:{key.id}", note=note, at=self.clock())
+
+    # --- factory reports ----------------------------------------------------------------------
+    async def assigned(
+        self, factory_id: str, job_id: str, product_id: str | None, epoch: int, *, what: str
+    ) -> Job:
+        """The job a factory reports for, if its lease `epoch` is current and is held by that
+        factory.
+
+        Raises:
+            NotFoundError: no such job.
+            Fenced: `epoch` is stale (recorded as a fenced report).
+            Forbidden: the current lease is held by another factory or epoch.
+        """
+        job = await self.find(job_id, product_id)
+        job = await self.lifecycle.check_report(
+            job.id, job.product_id, epoch, actor=f"factory:{factory_id}", what=what, at=self.clock()
+        )
+        if job.factory_id != factory_id or job.lease_epoch != epoch:
+            raise Forbidden(
+                f"job {job.id} lease epoch {job.lease_epoch} is held by "
+                f"{job.factory_id or 'no factory'}, not by factory {factory_id} at epoch {epoch}"
+            )
+        return job
+
+    async def append_log(
+        self,
+        factory_id: str,
+        job_id: str,
+        product_id: str | None,
+        *,
+        epoch: int,
+        seq: int,
+        text: str,
+    ) -> None:
+        """A factory streams a log chunk of the attempt (lease `epoch`) it runs."""
+        job = await self.assigned(factory_id, job_id, product_id, epoch, what="log")
+        await self.store.append_log(
+            LogChunk(
+                id=f"{job.id}.{epoch}.{seq:08d}",
+                job_id=job.id,
+                product_id=job.product_id,
+                epoch=epoch,
+                seq=seq,
+                at=self.clock(),
+                text=text,
+            )
+        )
