@@ -329,17 +329,22 @@ def _check_soft(state: BudgetState) -> None:
 
 
 def remaining_usd(state: BudgetState) -> float | None:
-    """What is left to admit: ceiling - spent - reserved (never below 0); None if unlimited."""
+    """What is left to admit: ceiling - spent - reserved (never below 0, and 0 within
+    EPSILON, so binary rounding never shows as a leftover); None if unlimited."""
     ceiling = state.config.ceiling_usd
     if ceiling is None:
         return None
-    return max(0.0, ceiling - state.spent_usd - state.reserved_usd)
+    left = ceiling - state.spent_usd - state.reserved_usd
+    return 0.0 if left <= EPSILON else left
 
 
 def overspent_usd(state: BudgetState) -> float:
     """Spent beyond the ceiling (in-flight runs that cost more than their estimate)."""
     ceiling = state.config.ceiling_usd
-    return 0.0 if ceiling is None else max(0.0, state.spent_usd - ceiling)
+    if ceiling is None:
+        return 0.0
+    over = state.spent_usd - ceiling
+    return over if over > EPSILON else 0.0
 
 
 def ledger_state(

@@ -333,7 +333,8 @@ def parse_job_spec_fields(
 
 
 def inherit_child_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``fields`` whose children take ``INHERITED_FIELDS`` they do not set."""
+    """A copy of ``fields`` whose children (and theirs, all the way down) take
+    ``INHERITED_FIELDS`` they do not set from their own parent."""
     result = dict(fields)
     children = result.get("children")
     if not isinstance(children, list):
@@ -348,7 +349,7 @@ def inherit_child_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         for name in INHERITED_FIELDS:
             if own.get(name) is None and result.get(name) is not None:
                 own[name] = result[name]
-        filled.append({**child, "spec": own})
+        filled.append({**child, "spec": inherit_child_fields(own)})
     result["children"] = filled
     return result
 

@@ -23,9 +23,10 @@ class Settings(BaseSettings):
     preemption: bool = False
     budgets: bool = False
     routing_shadow: str | None = None
-    # Preemption policy: priorities that may evict lower ones, and a minimum runtime before
-    # a job may be evicted.
-    preempting_priorities: str = "high,critical"
+    # Preemption policy, fleet-wide (a product may set its own beside its routing weights):
+    # priorities that may evict lower ones (the specification's rule: critical only), and a
+    # minimum runtime before a job may be evicted.
+    preempting_priorities: str = "critical"
     preemption_min_runtime_s: float = Field(default=0.0, ge=0)
 
     # Store.

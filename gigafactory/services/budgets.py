@@ -35,6 +35,7 @@ from gigafactory.models import ApiKey, CamelModel, Role, SpendRecord, StoredBudg
 from gigafactory.services.access import require_product, require_role
 from gigafactory.services.clock import Clock
 from gigafactory.services.controller import ControllerClient
+from gigafactory.services.errors import Conflict
 from gigafactory.services.lifecycle import Lifecycle, run_id
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
@@ -100,6 +101,13 @@ class BudgetService:
         require_role(key, Role.OPERATOR, "budgets")
         require_product(key, product_id)
 
+    def _enforced(self, doing: str) -> None:
+        if not self.settings.budgets:
+            raise Conflict(
+                f"budgets are not enforced (FLEET_BUDGETS is off): {doing} a product would "
+                "change nothing; turn FLEET_BUDGETS on first"
+            )
+
     async def _ledger_state(self, product_id: str, config: BudgetConfig) -> BudgetState:
         records = await self.store.list_spend(product_id, limit=_LEDGER_WINDOW_MAX)
         return ledger_state(product_id, config, [_entry(r) for r in records], self.clock())
@@ -156,12 +164,15 @@ class BudgetService:
             )
         )
         await self.store.touch_product(product_id, self.clock())
-        await self.controllers.signal(product_id, SIGNAL_SET_BUDGET, config)
+        if self.settings.budgets:
+            # Off, the settings wait in the store for a controller started once it is on.
+            await self.controllers.signal(product_id, SIGNAL_SET_BUDGET, config)
         return await self._view(product_id)
 
     async def pause(self, key: ApiKey, product_id: str, reason: str) -> BudgetView:
         """Pause the product's dispatch: new attempts wait, running ones finish."""
         self._scoped(key, product_id)
+        self._enforced("pausing")
         request = PauseRequest(reason=reason, actor=f"api:{key.id}")
         await self.controllers.signal(product_id, SIGNAL_PAUSE, request)
         return await self._view(product_id)
@@ -170,6 +181,7 @@ class BudgetService:
         """Resume dispatch; waiting jobs start in priority order (a ceiling pause needs a
         raise)."""
         self._scoped(key, product_id)
+        self._enforced("resuming")
         await self.controllers.signal(
             product_id, SIGNAL_RESUME, ResumeRequest(actor=f"api:{key.id}")
         )

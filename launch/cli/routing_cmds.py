@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gigafactory.durations import parse_duration
 from launch.cli.client import CliError
 from launch.cli.context import api, handles_errors
 from launch.cli.jobs import spec_body
@@ -160,3 +161,89 @@ def weights(
 
 def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{value:g}"
+
+
+def _seconds_opt(value: str | None, option: str) -> float | None:
+    if value is None:
+        return None
+    if value.strip() in ("0", "0s"):
+        return 0.0
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise CliError(f"{option} {value!r}: {err}", code=2) from None
+
+
+@route_app.command("policy")
+@handles_errors
+def policy(
+    ctx: typer.Context,
+    product: str,
+    preempting: Annotated[
+        str | None,
+        typer.Option(help="Priorities whose jobs may preempt, e.g. critical,high."),
+    ] = None,
+    min_runtime: Annotated[
+        str | None, typer.Option(help="The product's jobs are not evicted before, e.g. 5m.")
+    ] = None,
+    grace: Annotated[
+        str | None, typer.Option(help="How long its evicted agents get to stop, e.g. 30s.")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Back to the fleet's policy.")] = False,
+) -> None:
+    """Show a product's preemption policy, or set it (operators); weights are kept."""
+    path = f"/fleet/routing/weights/{product}"
+    with api(ctx) as client:
+        body = client.get(path)
+        changes = (preempting, min_runtime, grace)
+        if reset or any(v is not None for v in changes):
+            own: dict[str, Any] = {} if reset else dict(body["preemption"])
+            if preempting is not None:
+                own["preemptingPriorities"] = [p for p in preempting.split(",") if p.strip()]
+            if min_runtime is not None:
+                own["minRuntimeS"] = _seconds_opt(min_runtime, "--min-runtime")
+            if grace is not None:
+                own["graceS"] = _seconds_opt(grace, "--grace")
+            body = client.request(
+                "PUT", path, json={"weights": body["overrides"], "preemption": own}
+            )
+    own, effective = body["preemption"], body["effectivePreemption"]
+    rows = [
+        (
+            "preempting priorities",
+            ", ".join(own["preemptingPriorities"]) if own.get("preemptingPriorities") else None,
+            ", ".join(effective["preemptingPriorities"]) or "none",
+        ),
+        ("minimum runtime", _fmt_s(own.get("minRuntimeS")), _fmt_s(effective["minRuntimeS"])),
+        ("grace", _fmt_s(own.get("graceS")), _fmt_s(effective["graceS"])),
+    ]
+    typer.echo(table(["setting", "product", "effective"], rows))
+
+
+def _fmt_s(value: float | None) -> str | None:
+    return None if value is None else f"{value:g}s"
+
+
+@route_app.command("shadow")
+@handles_errors
+def shadow(
+    ctx: typer.Context,
+    product: str,
+    window: Annotated[str, typer.Option(help="How far back, e.g. 1h, 24h, 7d.")] = "24h",
+) -> None:
+    """How often, and how, the shadow weights (FLEET_ROUTING_SHADOW) would have placed the
+    product's jobs differently."""
+    seconds = _seconds_opt(window, "--window")
+    with api(ctx) as client:
+        body = client.get(f"/fleet/routing/shadow/{product}", windowS=seconds)
+    if not body["enabled"] and not body["decisions"]:
+        typer.echo(f"no shadow weight set (FLEET_ROUTING_SHADOW) and no decisions for {product}")
+        return
+    typer.echo(
+        f"product {product}, last {window}: {body['decisions']} placements, "
+        f"{body['differing']} would differ ({body['differingShare']:.0%}); "
+        f"mean score given up by following the shadow: {body['meanScoreGap']:.3f}"
+    )
+    if body["pairs"]:
+        rows = [(p["factoryId"], p["shadowFactoryId"] or "none", p["count"]) for p in body["pairs"]]
+        typer.echo(table(["live pick", "shadow pick", "times"], rows))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError, RPCStatusCode
 
 from launch.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
@@ -189,3 +190,24 @@ async def test_flag_off_nothing_waits_and_spend_is_still_recorded(fleet: Fleet) 
     assert view["spentUsd"] == pytest.approx(0.25)
     assert view["remainingUsd"] == 0
     assert [(e["id"], e["usd"]) for e in view["ledger"]] == [(f"{job['id']}.1", 0.25)]
+
+
+async def test_flag_off_a_stored_ceiling_admits_pauses_and_alerts_nothing(fleet: Fleet) -> None:
+    """FLEET_BUDGETS off: a product with a ceiling (and a soft threshold its runs cross) gets
+    no admission, no pause and no budget_alert; no controller workflow is even started."""
+    label = unique_label()
+    await fleet.start_factory(engines=["sim"], labels=[label])
+    p = product()
+    await set_budget(fleet, p, ceilingUsd=1.0, softThreshold=0.5)
+    for _ in range(2):  # one after the other: a wait here could only be the budget's
+        job = await fleet.submit(sim(label, p, estimate=0.1, cost=0.75))
+        await fleet.wait_for(job["id"], ["succeeded"])
+        events = await fleet.events(job["id"])
+        assert not [e for e in events if e.get("stage") == "waiting"], events
+        assert not [e for e in events if e["kind"] == "budget_alert"], events
+    view = await budget(fleet, p)
+    assert view["spentUsd"] == pytest.approx(1.5)  # past the ceiling: nothing held it back
+    assert (view["enforced"], view["status"], view["reason"]) == (False, "active", None)
+    with pytest.raises(RPCError) as missing:
+        await fleet.client.get_workflow_handle(f"product-{p}").describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND

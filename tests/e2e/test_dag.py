@@ -233,3 +233,39 @@ async def test_wide_fan_out_completes(fleet: Fleet) -> None:
     # Bounded per child (start, started, completed, plus the parent's own records): far
     # below Temporal's 50k-event limit; the figure is in docs/performance.md.
     assert len(history.events) < 200 * 12
+
+
+async def test_a_child_that_is_itself_a_parent_runs_in_dependency_order(fleet: Fleet) -> None:
+    """Two levels: `build` is a parent of its own (`lib` then `app`), `ship` waits for it.
+    Every level runs in dependency order and the DAG view shows the whole subtree."""
+    label = unique_label()
+    await fleet.start_factory(engines=["sim"], labels=[label], slots=2)
+    build = sim_child("build", cost=0.01)
+    build["children"] = [sim_child("lib", cost=0.02), sim_child("app", "lib", cost=0.03)]
+    body = parent(label, [sim_child("prep", cost=0.04), build, sim_child("ship", "build")])
+    root = await fleet.submit(body)
+    await fleet.wait_for(root["id"], ["succeeded"], timeout=120)
+
+    ids = {name: f"{root['id']}.{name}" for name in ("prep", "build", "ship")}
+    ids["lib"], ids["app"] = f"{ids['build']}.lib", f"{ids['build']}.app"
+    spans = {name: await span(fleet, job_id) for name, job_id in ids.items()}
+    # Inside the child parent: app after lib, then build's own step after both.
+    assert spans["lib"][1] <= spans["app"][0]
+    assert spans["app"][1] <= spans["build"][0]
+    # Above it: ship only after build (its own step last) is done.
+    assert spans["build"][1] <= spans["ship"][0]
+    assert spans["ship"][1] <= (await span(fleet, root["id"]))[0]
+
+    dag = await fleet.get(f"/fleet/jobs/{root['id']}/dag")
+
+    def nodes(node: dict[str, Any]) -> dict[str, str]:
+        out = {node["id"]: node["stage"]}
+        for child in node["children"]:
+            out.update(nodes(child))
+        return out
+
+    assert nodes(dag) == {root["id"]: "succeeded", **dict.fromkeys(ids.values(), "succeeded")}
+    build_node = next(c for c in dag["children"] if c["id"] == ids["build"])
+    assert [c["childId"] for c in build_node["children"]] == ["lib", "app"]
+    assert build_node["rollupCostUsd"] == pytest.approx(0.01 + 0.02 + 0.03)
+    assert dag["rollupCostUsd"] == pytest.approx(0.05 + 0.04 + 0.06 + 0.0)

@@ -29,11 +29,13 @@ async def preempting_fleet(
         yield fleet
 
 
-def sim(label: str, priority: str, duration: float, cost: float = 0.0) -> dict[str, Any]:
+def sim(
+    label: str, priority: str, duration: float, cost: float = 0.0, product: str = "preempt"
+) -> dict[str, Any]:
     return {
         "engine": "sim",
         "prompt": f"{priority} work",
-        "productId": "preempt",
+        "productId": product,
         "priority": priority,
         "capabilities": [label],
         "params": {"durationS": duration, "costUsd": cost},
@@ -87,25 +89,57 @@ async def test_critical_evicts_low_which_resumes_from_its_checkpoint(
     assert fenced and fenced[-1]["epoch"] == 1
 
 
+async def high_may_preempt(fleet: Fleet, product: str) -> None:
+    """Give `product` a preemption policy in which high jobs preempt too."""
+    r = await fleet.http.put(
+        f"/fleet/routing/weights/{product}",
+        json={"weights": {}, "preemption": {"preemptingPriorities": ["high", "critical"]}},
+        headers=fleet.auth(),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["effectivePreemption"]["preemptingPriorities"] == ["high", "critical"]
+
+
 @pytest.mark.parametrize(
-    ("running", "arriving"),
-    [("high", "high"), ("low", "normal")],
-    ids=["high-never-evicts-high", "normal-does-not-preempt"],
+    ("running", "arriving", "product"),
+    [("high", "high", "preempthigh"), ("low", "normal", "preempt"), ("low", "high", "preempt")],
+    ids=["high-never-evicts-high", "normal-does-not-preempt", "high-does-not-by-default"],
 )
 async def test_no_eviction_of_equal_priority_or_by_a_non_preempting_one(
-    preempting_fleet: Fleet, running: str, arriving: str
+    preempting_fleet: Fleet, running: str, arriving: str, product: str
 ) -> None:
     fleet = preempting_fleet
+    if product == "preempthigh":
+        # High preempts in this product, so only "never an equal priority" holds it back.
+        await high_may_preempt(fleet, product)
     label = unique_label()
     await fleet.start_factory(engines=["sim"], labels=[label], slots=1)
-    first = await fleet.submit(sim(label, running, duration=2))
+    first = await fleet.submit(sim(label, running, duration=2, product=product))
     await fleet.wait_for(first["id"], ["running"])
-    second = await fleet.submit(sim(label, arriving, duration=0.2))
+    second = await fleet.submit(sim(label, arriving, duration=0.2, product=product))
     await fleet.wait_for(second["id"], ["waiting"])
     done = await fleet.wait_for(first["id"], ["succeeded"], timeout=30)
     assert done["leaseEpoch"] == 1
     await fleet.wait_for(second["id"], ["succeeded"], timeout=30)
     assert [e for e in await fleet.events(first["id"]) if e["kind"] == "preempted"] == []
+
+
+async def test_a_product_policy_lets_high_jobs_preempt(preempting_fleet: Fleet) -> None:
+    """Only critical jobs preempt by default; a product may let its high jobs preempt too."""
+    fleet = preempting_fleet
+    await high_may_preempt(fleet, "preempthigh")
+    label = unique_label()
+    await fleet.start_factory(engines=["sim"], labels=[label], slots=1)
+    low = await fleet.submit(sim(label, "low", duration=30, product="preempthigh"))
+    await fleet.wait_for(low["id"], ["running"])
+    high = await fleet.submit(sim(label, "high", duration=0.2, product="preempthigh"))
+    await fleet.wait_for(high["id"], ["succeeded"], timeout=60)
+    preempted = [e for e in await fleet.events(low["id"]) if e["kind"] == "preempted"]
+    assert [e["data"]["preemptor"] for e in preempted] == [high["id"]]
+    await fleet.http.patch(
+        f"/fleet/jobs/{low['id']}", json={"action": "cancel"}, headers=fleet.auth()
+    )
+    await fleet.wait_for(low["id"], ["cancelled"], timeout=30)
 
 
 async def test_flag_off_the_critical_job_waits(fleet: Fleet) -> None:

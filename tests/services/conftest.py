@@ -1,0 +1,76 @@
+"""Services over a real SQLite store (per test) and the session's real Temporal dev server.
+
+No worker polls the test's control task queue, so nothing a service starts runs: tests
+look at what was written and started.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from gigafactory.models import ApiKey, Role
+from gigafactory.services import Services
+from gigafactory.settings import Settings
+from gigafactory.store import FleetStore, SQLiteBackend
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def key(role: Role = Role.ADMIN, products: list[str] | None = None, key_id: str = "k1") -> ApiKey:
+    """An API key as the services receive it from authentication."""
+    return ApiKey(
+        id=key_id,
+        name=key_id,
+        role=role,
+        products=products if products is not None else ["*"],
+        key_hash="-",
+        created_at=NOW,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[FleetStore]:
+    fleet = FleetStore(SQLiteBackend(tmp_path / "fleet.sqlite3"))
+    await fleet.open()
+    try:
+        yield fleet
+    finally:
+        await fleet.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_services(
+    store: FleetStore, client: Client, tmp_path: Path, clock: Clock, **settings: Any
+) -> Services:
+    base: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "control_task_queue": f"svc-{uuid.uuid4().hex[:8]}",
+        "factory_unhealthy_after_s": 20.0,
+    }
+    return Services(store, client, Settings(**{**base, **settings}), clock=clock)
+
+
+@pytest.fixture
+def services(store: FleetStore, client: Client, tmp_path: Path, clock: Clock) -> Services:
+    return make_services(store, client, tmp_path, clock)

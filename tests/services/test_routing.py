@@ -1,0 +1,135 @@
+"""One routing pipeline: the dry run shows exactly what routing then does, stored weights
+that no longer validate included; the product's preemption policy; the shadow report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from gigafactory.contracts import RouteInput
+from gigafactory.models import Factory, PreemptionSettings, Priority, Role, RoutingWeights
+from gigafactory.services import Services
+from gigafactory.services.errors import Forbidden, InvalidInput
+from gigafactory.services.specs import Submission
+from gigafactory.store import FleetStore
+from routing import FleetWeights
+from tests.services.conftest import NOW, Clock, key, make_services
+
+# Two factories that differ in what each term prefers: "cheap" is cheaper and less loaded,
+# "fit" matches the job's preferred label.
+FACTORIES = (
+    Factory(id="cheap", engines=["sim"], labels=["x86"], slots=4, enrolled_at=NOW,
+            last_heartbeat_at=NOW, cost_rate_usd_per_hour=0.0),
+    Factory(id="fit", engines=["sim"], labels=["gpu"], slots=2, enrolled_at=NOW,
+            last_heartbeat_at=NOW, cost_rate_usd_per_hour=9.0),
+)  # fmt: skip
+
+WEIGHTS = [
+    pytest.param(None, id="defaults"),
+    pytest.param({"affinity": 20.0}, id="valid-product-weights"),
+    pytest.param({"cost_rate": 0.0, "load": 0.0, "affinity": 5.0}, id="other-valid-weights"),
+    # Written before a term was renamed: no longer validates, so routing uses the defaults.
+    pytest.param({"speed": 3.0, "affinity": 20.0}, id="stored-weights-no-longer-valid"),
+]
+
+
+async def _fleet(store: FleetStore) -> None:
+    for factory in FACTORIES:
+        await store.create_factory(factory)
+
+
+@pytest.mark.parametrize("stored", WEIGHTS)
+@pytest.mark.parametrize("preferred", [[], ["gpu"]], ids=["no-preference", "prefers-gpu"])
+async def test_the_dry_run_picks_what_routing_then_reserves(
+    services: Services, stored: dict[str, float] | None, preferred: list[str]
+) -> None:
+    await _fleet(services.store)
+    if stored is not None:
+        await services.store.put_routing_weights(
+            RoutingWeights(product_id="acme", weights=stored, updated_at=NOW, updated_by="t")
+        )
+    fields = {"engine": "sim", "prompt": "go", "productId": "acme", "preferredLabels": preferred}
+    plan = await services.routing.dry_run(key(), Submission(fields=fields))
+    routed = await services.routing.route(
+        RouteInput(
+            job_id="j1", product_id="acme", epoch=1, engine="sim", preferred_labels=preferred
+        )  # fmt: skip
+    )
+    # The inputs matter: a label preference alone wins "fit" under every valid weight set
+    # here, and without one the defaults keep the cheaper, emptier factory.
+    if preferred:
+        assert plan.factory_id == "fit"
+    elif stored is None or "speed" in stored:
+        assert plan.factory_id == "cheap"
+    assert routed.factory_id == plan.factory_id
+    assert routed.weights == plan.weights
+    if stored and "speed" in stored:
+        assert plan.weights == FleetWeights().as_dict()
+    reserved = {t.factory_id: [r.job_id for r in t.reservations]
+                for t in await services.store.list_slot_tables()}  # fmt: skip
+    assert reserved == {plan.factory_id: ["j1"]}
+
+
+async def test_the_dry_run_waits_like_routing_when_nothing_fits(services: Services) -> None:
+    await _fleet(services.store)
+    fields = {"engine": "codex", "prompt": "go", "productId": "acme"}
+    plan = await services.routing.dry_run(key(), Submission(fields=fields))
+    routed = await services.routing.route(
+        RouteInput(job_id="j1", product_id="acme", epoch=1, engine="codex")
+    )
+    assert plan.factory_id is None and routed.factory_id is None
+    assert plan.reason == routed.waiting_reason == "no factory offers engine codex"
+
+
+async def test_a_products_preemption_policy_overlays_the_fleets(services: Services) -> None:
+    view = await services.routing.get_weights(key(), "acme")
+    assert view.effective_preemption.preempting_priorities == [Priority.CRITICAL]
+    with pytest.raises(Forbidden):
+        await services.routing.put_weights(
+            key(Role.SUBMITTER, ["acme"]), "acme", {}, PreemptionSettings(min_runtime_s=5)
+        )
+    with pytest.raises(InvalidInput, match="unknown weight term 'speed'"):
+        await services.routing.put_weights(key(), "acme", {"speed": 1})
+    own = PreemptionSettings(
+        preempting_priorities=[Priority.HIGH, Priority.CRITICAL], min_runtime_s=60, grace_s=3
+    )
+    view = await services.routing.put_weights(key(), "acme", {"load": 3}, own)
+    assert view.effective_preemption == PreemptionSettings(
+        preempting_priorities=[Priority.HIGH, Priority.CRITICAL], min_runtime_s=60, grace_s=3
+    )
+    policy = await services.routing.policy_for("acme")
+    assert policy.preempting == {"high", "critical"} and policy.min_runtime_s == 60
+    assert await services.routing.grace_for("acme") == 3
+    assert await services.routing.grace_for("beta") == services.settings.stop_grace_s
+    # New weights without a policy keep the policy.
+    kept = await services.routing.put_weights(key(), "acme", {"load": 1})
+    assert kept.preemption == own and kept.overrides == {"load": 1.0}
+
+
+async def test_the_shadow_report_counts_placements_and_how_they_differ(
+    store: FleetStore, client: Client, tmp_path: Path, clock: Clock
+) -> None:
+    # The shadow ignores the label preference: it would put "prefers-gpu" jobs on "cheap".
+    shadow = '{"affinity": 0, "capabilityFit": 0}'
+    services = make_services(store, client, tmp_path, clock, routing_shadow=shadow)
+    await _fleet(store)
+    for n, preferred in enumerate((["gpu"], ["gpu"], [])):
+        await services.routing.route(
+            RouteInput(job_id=f"j{n}", product_id="acme", epoch=1, engine="sim",
+                       preferred_labels=preferred, weights_override={"affinity": 20})
+        )  # fmt: skip
+    clock.now = NOW + timedelta(minutes=5)
+    report = await services.routing.shadow_report(key(), "acme", window=timedelta(hours=1))
+    assert (report.enabled, report.decisions, report.differing) == (True, 3, 2)
+    assert report.differing_share == pytest.approx(2 / 3)
+    assert [(p.factory_id, p.shadow_factory_id, p.count) for p in report.pairs] == [
+        ("fit", "cheap", 2)
+    ]
+    assert report.mean_score_gap > 0  # following the shadow would score worse, live
+    later = await services.routing.shadow_report(key(), "acme", window=timedelta(minutes=1))
+    assert later.decisions == 0
+    with pytest.raises(InvalidInput):
+        await services.routing.shadow_report(key(), "acme", window=timedelta(0))
