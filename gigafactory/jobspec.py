@@ -345,7 +345,7 @@ def inherit_child_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(spec, Mapping):
             filled.append(child)
             continue
-        own = {_FIELD_KEYS.get(key, key): value for key, value in spec.items()}
+        own: dict[str, Any] = {str(_FIELD_KEYS.get(key, key)): value for key, value in spec.items()}
         for name in INHERITED_FIELDS:
             if own.get(name) is None and result.get(name) is not None:
                 own[name] = result[name]
