@@ -51,17 +51,14 @@ from routing.model import (
     JobRequest,
     RoutingContext,
 )
+from routing.reference import select_factory
 from routing.score import rank_score
-from routing.select import select_factory, select_job
+from routing.select import select_job
 from routing.weights import FleetWeights, resolve_weights
 
 try:
-    from routing.preempt import (
-        PreemptionPlan,
-        PreemptionPolicy,
-        RunningJob,
-        select_with_preemption,
-    )
+    from routing.preempt import PreemptionPlan, PreemptionPolicy, RunningJob
+    from routing.reference import select_with_preemption
 
     _PREEMPTION_MISSING: str | None = None
 except ImportError as exc:  # pragma: no cover - preempt.py is optional for this benchmark

@@ -17,15 +17,15 @@ from routing.model import (
     RoutingContext,
     ScoreTerm,
 )
-from routing.preempt import (
+from routing.preemption import (
     PreemptionCandidate,
     PreemptionPlan,
     PreemptionPolicy,
     RunningJob,
     VictimCheck,
-    select_with_preemption,
 )
-from routing.select import rank_jobs, select_factory, select_job
+from routing.reference import select_factory, select_with_preemption
+from routing.select import rank_jobs, select_job
 from routing.weights import TERMS, FleetWeights, WeightsError, resolve_weights
 
 __all__ = [
