@@ -6,6 +6,7 @@ and no randomness, so every decision can be replayed and tested exhaustively.
 """
 
 from routing.explain import explain
+from routing.filters import heartbeat_is_fresh, is_healthy
 from routing.model import (
     PRIORITY_VALUES,
     Candidate,
@@ -47,6 +48,8 @@ __all__ = [
     "VictimCheck",
     "WeightsError",
     "explain",
+    "heartbeat_is_fresh",
+    "is_healthy",
     "rank_jobs",
     "resolve_weights",
     "select_factory",
