@@ -458,8 +458,8 @@ def victim_problem(
         return f"{victim.job_id} has priority {victim.priority}, which is never preempted"
     if not victim.preemptible:
         return f"{victim.job_id} is not preemptible"
-    if seconds_since(ctx.now, victim.started_at) < policy.min_runtime_s:
-        return f"{victim.job_id} has run less than {policy.min_runtime_s:g}s"
+    if seconds_since(ctx.now, victim.started_at) < victim.min_runtime(policy):
+        return f"{victim.job_id} has run less than {victim.min_runtime(policy):g}s"
     return None
 
 

@@ -7,7 +7,9 @@ A job may preempt when its priority is in `PreemptionPolicy.preempting`, no fact
 passes its hard filters has a free slot, and some such factory can be freed by evicting
 eligible victims only. A victim is eligible when it runs on that factory, its priority is
 strictly lower than the job's and not in `never_preempt`, it is marked preemptible and it
-has run at least `min_runtime_s`.
+has run at least its minimum runtime: its own `RunningJob.min_runtime_s` when set (a product
+may protect its jobs longer, or shorter), else the policy's `min_runtime_s`. By default only
+critical jobs preempt.
 
 A factory with `reserved` of `slots` taken needs `reserved - slots + 1` victims (every
 reservation counts, including those without a known running job). On each factory the
@@ -65,30 +67,48 @@ def _check_priorities(field: str, values: frozenset[str]) -> None:
         raise ValueError(f"{field}: unknown priorities {names} (known: {', '.join(_ORDER)})")
 
 
+def _check_seconds(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class RunningJob:
-    """A job holding a slot on a factory, as the caller snapshotted it."""
+    """A job holding a slot on a factory, as the caller snapshotted it.
+
+    `min_runtime_s`, when set, replaces `PreemptionPolicy.min_runtime_s` for this job.
+    """
 
     job_id: str
     factory_id: str
     priority: str
     started_at: datetime
     preemptible: bool = True
+    min_runtime_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_priorities(f"running job {self.job_id}", frozenset({self.priority}))
+        if self.min_runtime_s is not None:
+            _check_seconds(f"running job {self.job_id}: min_runtime_s", self.min_runtime_s)
+
+    def min_runtime(self, policy: PreemptionPolicy) -> float:
+        """How long this job must have run before it may be evicted under `policy`."""
+        return self.min_runtime_s if self.min_runtime_s is not None else policy.min_runtime_s
 
 
 @dataclass(frozen=True, slots=True)
 class PreemptionPolicy:
     """Who may preempt and who may be evicted.
 
-    `preempting`: the priorities whose jobs may evict others. `never_preempt`: the
-    priorities whose jobs are never evicted. `min_runtime_s`: a job that has run less than
-    this is not evicted (it has barely started, and evicting it would thrash).
+    `preempting`: the priorities whose jobs may evict others, critical only by default (add
+    high by setting). `never_preempt`: the priorities whose jobs are never evicted.
+    `min_runtime_s`: a job that has run less than this is not evicted (it has barely
+    started, and evicting it would thrash), unless the job sets its own minimum.
     """
 
-    preempting: frozenset[str] = frozenset({"high", "critical"})
+    preempting: frozenset[str] = frozenset({"critical"})
     never_preempt: frozenset[str] = frozenset()
     min_runtime_s: float = 0.0
 
@@ -100,11 +120,7 @@ class PreemptionPolicy:
             value = frozenset(value)
             object.__setattr__(self, name, value)
             _check_priorities(f"PreemptionPolicy.{name}", value)
-        runtime = self.min_runtime_s
-        if isinstance(runtime, bool) or not isinstance(runtime, int | float):
-            raise ValueError(f"min_runtime_s must be a number, got {runtime!r}")
-        if not (math.isfinite(runtime) and runtime >= 0):
-            raise ValueError(f"min_runtime_s must be a finite number >= 0, got {runtime!r}")
+        _check_seconds("min_runtime_s", self.min_runtime_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +257,7 @@ def _victim_check(
     job: JobRequest, r: RunningJob, ctx: RoutingContext, policy: PreemptionPolicy
 ) -> VictimCheck:
     runtime = seconds_since(ctx.now, r.started_at)
+    minimum = r.min_runtime(policy)
     because: str | None = None
     if PRIORITY_RANK[r.priority] >= PRIORITY_RANK[job.priority]:
         because = f"priority {r.priority} is not lower than {job.priority}"
@@ -248,10 +265,8 @@ def _victim_check(
         because = f"priority {r.priority} is never preempted"
     elif not r.preemptible:
         because = "not preemptible"
-    elif runtime < policy.min_runtime_s:
-        because = (
-            f"running {_seconds(runtime)}s, under the minimum {_seconds(policy.min_runtime_s)}s"
-        )
+    elif runtime < minimum:
+        because = f"running {_seconds(runtime)}s, under the minimum {_seconds(minimum)}s"
     return VictimCheck(r.job_id, r.priority, runtime, because is None, because, evicted=False)
 
 
