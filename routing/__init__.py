@@ -7,12 +7,15 @@ and no randomness, so every decision can be replayed and tested exhaustively.
 
 from routing.explain import explain
 from routing.filters import heartbeat_is_fresh, is_healthy
+from routing.fleet_index import FleetIndex
 from routing.model import (
     PRIORITY_VALUES,
     Candidate,
     Decision,
     Exclusion,
+    ExclusionCount,
     FactoryView,
+    FleetSummary,
     JobChoice,
     JobRequest,
     RoutingContext,
@@ -35,7 +38,10 @@ __all__ = [
     "Candidate",
     "Decision",
     "Exclusion",
+    "ExclusionCount",
     "FactoryView",
+    "FleetIndex",
+    "FleetSummary",
     "FleetWeights",
     "JobChoice",
     "JobRequest",

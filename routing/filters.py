@@ -33,6 +33,7 @@ __all__ = [
     "is_healthy",
     "job_exclusion",
     "seconds_since",
+    "standing_exclusion",
 ]
 
 
@@ -79,8 +80,8 @@ def is_healthy(factory: FactoryView, ctx: RoutingContext) -> bool:
     )
 
 
-def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
-    """Status and health: the filters that do not depend on the job."""
+def standing_exclusion(factory: FactoryView) -> Excluded | None:
+    """Status and self-reported health: what excludes a factory whatever the time."""
     if factory.status == REVOKED:
         return Excluded(Exclusion.REVOKED, "revoked")
     if factory.status == CORDONED:
@@ -91,6 +92,14 @@ def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | N
         return Excluded(Exclusion.UNHEALTHY, "reports itself unhealthy")
     if factory.last_heartbeat_at is None:
         return Excluded(Exclusion.UNHEALTHY, "has never sent a heartbeat")
+    return None
+
+
+def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
+    """Status and health: the filters that do not depend on the job."""
+    standing = standing_exclusion(factory)
+    if standing is not None or factory.last_heartbeat_at is None:  # standing covers None
+        return standing
     if not heartbeat_is_fresh(factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s):
         age = seconds_since(ctx.now, factory.last_heartbeat_at)
         limit = _seconds(ctx.unhealthy_after_s)
