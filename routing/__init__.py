@@ -29,6 +29,7 @@ from routing.preemption import (
     VictimCheck,
 )
 from routing.reference import select_factory, select_with_preemption
+from routing.running_index import RunningIndex
 from routing.select import rank_jobs, select_job
 from routing.weights import TERMS, FleetWeights, WeightsError, resolve_weights
 
@@ -49,6 +50,7 @@ __all__ = [
     "PreemptionPlan",
     "PreemptionPolicy",
     "RoutingContext",
+    "RunningIndex",
     "RunningJob",
     "ScoreTerm",
     "VictimCheck",

@@ -19,11 +19,23 @@ heartbeat, with its best load and cost terms. Time is never stored: staleness is
 bisection at decision time. How a decision searches: `routing.fast_select` and
 `routing.fast_preempt`; why: docs/decisions/0012-routing-index.md.
 
-Costs, with n factories, E engines a factory offers, b factories in its bucket:
-`upsert`/`remove` O(E log n); `set_reserved` O(E log b); `select` O(G + B + visited) where G
-is the number of distinct engine sets, B the buckets of the job's engine holding its
-capabilities and `visited` the members whose bound reaches the top k (a few buckets'
-worth when scores differ; every eligible factory when all tie).
+Running jobs live in a `routing.RunningIndex` (by factory and priority, and the preemptible
+ones by priority and start), which the caller keeps current with `add` and `remove`.
+
+Costs, with n factories, E engines a factory offers, b factories in its bucket, G distinct
+engine sets and B buckets of the job's engine holding its capabilities:
+
+- `upsert`, `remove`: O(E log n); `set_reserved`: O(E log b);
+- `select`: O(G + B) to count and bound, plus the members whose bound reaches the top
+  `explain_top` (a few buckets' worth when scores differ; every eligible factory when all
+  tie), plus `explain_top` exact scores;
+- `plan_preemption`: the same counting, plus either the due victims walked until the top
+  rows are settled (a few per row when candidates are common) or, with few candidates or
+  when the walk exceeds its budget, every candidate's own jobs; plus `explain_top` exact
+  evaluations.
+
+It degrades toward the reference's O(n) when every factory has its own label set (B grows
+to n) or when all scores tie (every eligible factory is scored exactly).
 """
 
 from __future__ import annotations
@@ -31,12 +43,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from routing.candidates import require_unique
+from routing.fast_preempt import plan_top
 from routing.fast_select import select_top
 from routing.fleet_tables import FleetTables
 from routing.model import Decision, FactoryView, JobRequest, RoutingContext
+from routing.preemption import PreemptionPlan, PreemptionPolicy, RunningJob
+from routing.running_index import RunningIndex
 from routing.weights import FleetWeights
 
 __all__ = ["FleetIndex"]
+
+_DEFAULT_POLICY = PreemptionPolicy()
 
 
 class FleetIndex:
@@ -113,3 +130,35 @@ class FleetIndex:
             ValueError: `explain_top` is negative.
         """
         return select_top(self._tables, job, ctx, weights, explain_top)
+
+    def plan_preemption(
+        self,
+        job: JobRequest,
+        running: RunningIndex | Iterable[RunningJob],
+        ctx: RoutingContext,
+        weights: FleetWeights,
+        policy: PreemptionPolicy = _DEFAULT_POLICY,
+        explain_top: int = 5,
+    ) -> PreemptionPlan | None:
+        """The least disruptive eviction that lets `job` start, as
+        `routing.select_with_preemption` plans it.
+
+        Args:
+            job: the job that found no free slot.
+            running: the jobs holding slots: a `RunningIndex` kept current by the caller,
+                or the jobs themselves (indexed for this call, O(running) per call).
+            ctx: the time and the health and aging limits.
+            weights: the weights of the routing score (a tie-break between plans).
+            policy: who may preempt and who may be evicted.
+            explain_top: how many of the best feasible rows to return (0 for none).
+
+        Returns:
+            None exactly when the reference returns None; else the same factory, victims
+            and reason, with the best `explain_top` feasible rows (the chosen one first)
+            and a summary of the rest.
+
+        Raises:
+            ValueError: `explain_top` is negative, or two running jobs share an id.
+        """
+        index = running if isinstance(running, RunningIndex) else RunningIndex(running)
+        return plan_top(self._tables, index, job, ctx, weights, policy, explain_top)

@@ -28,7 +28,9 @@ Every input is ordered before use, so the same inputs in any order give the same
 
 This module holds the types and the evaluation of one factory (`consider`) and assembles a
 plan from evaluated factories (`assemble_plan`). Which factories get evaluated is the
-caller's: `routing.reference.select_with_preemption` evaluates every one.
+caller's: `routing.reference.select_with_preemption` evaluates every one,
+`routing.fast_preempt` (behind `FleetIndex.plan_preemption`) only those that can make the
+top rows.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from routing.filters import _seconds, check, seconds_since
-from routing.model import PRIORITY_VALUES, Exclusion, FactoryView, JobRequest, RoutingContext
+from routing.model import (
+    PRIORITY_VALUES,
+    Exclusion,
+    FactoryView,
+    FleetSummary,
+    JobRequest,
+    RoutingContext,
+)
 from routing.score import breakdown, rank_score, total
 from routing.weights import FleetWeights
 
@@ -161,14 +170,18 @@ class PreemptionCandidate:
 class PreemptionPlan:
     """Evict `evict` (job ids) on `factory_id` and the job fits there.
 
-    `breakdown` holds every factory: the feasible ones best first (the chosen one first),
-    then the infeasible ones by id.
+    From `select_with_preemption`, `breakdown` holds every factory: the feasible ones best
+    first (the chosen one first), then the infeasible ones by id; `summary` is None. From
+    `FleetIndex.plan_preemption`, `breakdown` holds only the best feasible ones, and
+    `summary` counts the factories that could be freed (`eligible`) and those a hard filter
+    excluded.
     """
 
     factory_id: str
     evict: tuple[str, ...]
     reason: str
     breakdown: tuple[PreemptionCandidate, ...]
+    summary: FleetSummary | None = None
 
 
 # (victims, highest victim rank, sum of victim ranks, work lost, -score, factory id)

@@ -11,7 +11,14 @@ from datetime import timedelta
 
 from hypothesis import strategies as st
 
-from routing import FactoryView, FleetWeights, JobRequest, resolve_weights
+from routing import (
+    FactoryView,
+    FleetWeights,
+    JobRequest,
+    PreemptionPolicy,
+    RunningJob,
+    resolve_weights,
+)
 from tests.routing.builders import (
     ENGINES,
     LABELS,
@@ -99,3 +106,76 @@ weight_sets = st.one_of(
     weights,
     st.builds(FleetWeights, **dict.fromkeys(FleetWeights().as_dict(), huge)),
 )
+
+
+urgent = st.sampled_from(("critical", "critical", "critical", "high", "normal"))
+victim_priorities = st.sampled_from(("low", "low", "normal", "normal", "high", "critical"))
+# Runtimes on and around the minimums the policies use, and a start in the future.
+runtimes = st.sampled_from((0.0, 60.0, 60.0 - 1e-6, 300.0, 600.0, 600.0, -5.0)) | st.floats(0, 2e3)
+own_minimums = st.sampled_from((None, None, None, 0.0, 60.0, 900.0))
+# Two thirds fixed policies under which the urgent jobs mostly may preempt, a third random.
+policies = st.one_of(
+    st.sampled_from(
+        (
+            PreemptionPolicy(),
+            PreemptionPolicy(preempting=frozenset({"high", "critical"}), min_runtime_s=60.0),
+        )
+    ),
+    st.sampled_from((PreemptionPolicy(min_runtime_s=300.0),)),
+    st.builds(
+        PreemptionPolicy,
+        preempting=st.frozensets(st.sampled_from(PRIORITIES)),
+        never_preempt=st.frozensets(st.sampled_from(PRIORITIES), max_size=2),
+        min_runtime_s=st.sampled_from((0.0, 60.0, 300.0)) | st.floats(0, 900),
+    ),
+)
+
+
+@st.composite
+def full_fleets(draw: st.DrawFn) -> list[FactoryView]:
+    """A fleet in which every slot is taken, on some factories more than every slot."""
+    fleet = draw(fleets())
+    extra = st.sampled_from((0, 0, 0, 1, 2))
+    return [replace(f, reserved=max(f.reserved, f.slots) + draw(extra)) for f in fleet]
+
+
+@st.composite
+def contended(draw: st.DrawFn, request: JobRequest) -> list[FactoryView]:
+    """A fleet with 1 to 4 full factories that pass the job's other filters, the rest random.
+
+    So that most cases have something to preempt, and often several places to compare.
+    """
+    fleet = draw(st.one_of(full_fleets(), fleets(max_size=6)))
+    for n in range(draw(st.integers(1, 4))):
+        view = draw(views(f"z{n}"))
+        fleet.append(
+            replace(
+                view,
+                engines=view.engines | {request.engine},
+                labels=view.labels | request.capabilities,
+                status="active",
+                reported_healthy=True,
+                last_heartbeat_at=draw(heartbeats.filter(lambda at: at is not None)),
+                reserved=view.slots + draw(st.sampled_from((0, 0, 1))),
+            )
+        )
+    return draw(st.permutations(fleet))
+
+
+@st.composite
+def running_sets(draw: st.DrawFn, fleet: list[FactoryView]) -> list[RunningJob]:
+    """Jobs running on the fleet, about one per reservation, and a few on unknown factories."""
+    jobs = []
+    for factory_id, reserved in [(f.id, f.reserved) for f in fleet] + [("gone", 1)]:
+        for n in range(draw(st.integers(max(0, reserved - 1), reserved + 1))):
+            jobs.append(
+                RunningJob(
+                    job_id=f"{factory_id}-{n}",
+                    factory_id=factory_id,
+                    priority=draw(victim_priorities),
+                    started_at=NOW - timedelta(seconds=draw(runtimes)),
+                    preemptible=draw(st.sampled_from((True, True, True, False))),
+                    min_runtime_s=draw(own_minimums),
+                )
+            )
+    return jobs
