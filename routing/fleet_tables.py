@@ -70,30 +70,27 @@ class Bucket:
 
     def place(self, entry: Entry) -> None:
         """Add a member to the capacity list its reservations put it in."""
-        view = entry.view
-        if view.reserved < view.slots:
-            self.free.add(entry.member)
+        view, free = entry.view, entry.view.reserved < entry.view.slots
+        self._capacity_list(view).add(entry.member)
+        if free:
             self.loads.add(entry.load)
             self.costs.add(entry.cost_rate)
-        elif view.slots <= 0:
-            self.empty.add(entry.member)
-        else:
-            self.full.add(entry.member)
-            if view.reserved > view.slots:
-                self.over.add(view.id)
+        elif view.reserved > view.slots > 0:
+            self.over.add(view.id)
 
     def unplace(self, entry: Entry) -> None:
         """Remove a member from the capacity list it is in."""
         view = entry.view
+        self._capacity_list(view).remove(entry.member)
         if view.reserved < view.slots:
-            self.free.remove(entry.member)
             self.loads.remove(entry.load)
             self.costs.remove(entry.cost_rate)
-        elif view.slots <= 0:
-            self.empty.remove(entry.member)
-        else:
-            self.full.remove(entry.member)
-            self.over.discard(view.id)
+        self.over.discard(view.id)
+
+    def _capacity_list(self, view: FactoryView) -> SortedKeys[Member]:
+        if view.reserved < view.slots:
+            return self.free
+        return self.empty if view.slots <= 0 else self.full
 
 
 class FleetTables:
