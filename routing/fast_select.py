@@ -89,7 +89,8 @@ def best_rows(
         if estimate >= heap[0] - margin:
             pool.append((estimate, factory_id))
 
-    previous = _eligible_previous(entries.get(job.previous_factory_id or ""), funnel)
+    last = job.previous_factory_id
+    previous = _eligible_previous(entries.get(last) if last is not None else None, funnel)
     if previous is not None:
         fit, affinity = label_terms(job, previous.view.labels, previous=True)
         health = health_term(age_s(now_us, previous.heartbeat_us), limit)

@@ -124,6 +124,15 @@ def test_a_heartbeat_exactly_at_the_limit_is_eligible_and_one_microsecond_older_
     assert [c.factory_id for c in unhealthy.examples] == ["older"]
 
 
+def test_a_factory_with_an_empty_id_decides_as_the_reference_previous_or_not():
+    fleet = [factory("", slots=8, cost=0.0), factory("a", slots=8, cost=0.0, labels=["gpu"])]
+    fleet += [factory(f"b{i}", slots=8, cost=0.0) for i in range(3)]
+    for previous in (None, "", "a"):
+        request = job(preferred=["gpu"], previous=previous)
+        fast = FleetIndex(fleet).select(request, CTX, W, explain_top=2)
+        assert_same_as_reference(fast, select_factory(request, fleet, CTX, W), 2)
+
+
 def test_the_explanation_shows_the_best_rows_and_counts_the_rest():
     fleet = [factory(f"f{i}", slots=4, reserved=i % 4) for i in range(8)]
     fleet += [factory("off", status="cordoned"), factory("x", engines=["codex"])]
