@@ -3,6 +3,11 @@ running jobs to evict when an urgent job finds no slot.
 
 Pure means standard library only, no I/O, no clock (`RoutingContext.now`), no environment
 and no randomness, so every decision can be replayed and tested exhaustively.
+
+Two ways to decide, with the same picks: `select_factory` and `select_with_preemption`
+(`routing.reference`) score and explain every factory on every call; a `FleetIndex` with a
+`RunningIndex`, kept current by the caller, finds the same picks without visiting the whole
+fleet and explains only the best rows (docs/decisions/0012-routing-index.md).
 """
 
 from routing.explain import explain
