@@ -1,45 +1,54 @@
 """Routing micro-benchmark: decisions per second of the pure `routing` module.
 
-Every operation is measured beside a naive scheduler doing the same job on the same inputs
-in the same process, interleaved run by run, so the ratios are comparable across machines
-(the absolute rates are not). The naive schedulers stop at the first match, so against them
-the ratio is O(N) against O(1) and falls as the fleet grows:
+Every decision is measured three or four ways on the same inputs in the same process,
+interleaved run by run, so the ratios are comparable across machines (the absolute rates
+are not):
+
+- the fast path: a `FleetIndex` (and `RunningIndex`) built once, then `select` and
+  `plan_preemption` per decision, explaining the top 5 rows;
+- the reference: `select_factory` and `select_with_preemption`, which filter, score and
+  explain every factory on every decision;
+- a naive scheduler that stops at the first match (so against it the ratio is O(1) against
+  whatever the decision costs, and it falls as the fleet grows);
+- the filtered scan: every item through routing's hard filters (`routing.filters`) with a
+  trivial best (most free slots, highest priority then oldest, fewest victims needed) and no
+  scores: what any scheduler that honours the filters pays.
+
+The operations:
 
 - `select_factory` (default weights, then with a product override resolved per decision)
   against a first-fit scan: the first factory offering the engine with a free slot;
 - `select_job` (1,000 waiting jobs, one freed slot) against a FIFO scan: the first waiting
-  job whose engine the factory offers;
+  job whose engine the factory offers (no fast path: it does not depend on the fleet);
 - `select_with_preemption` (a critical job, every slot taken by low and normal jobs)
   against a first-victim scan: the first running job of a lower priority on a factory
-  offering the engine.
-
-A third reference, the filtered scan, walks every item through routing's hard filters
-(`routing.filters`) and keeps a trivial best (most free slots, highest priority then oldest,
-fewest victims needed) without scoring: what any scheduler that honours the filters pays.
+  offering the engine;
+- index updates: `FleetIndex.set_reserved` (a reservation then its release on a factory)
+  against building the index again.
 
 Each measurement is warmed up, calibrated to a number of passes over the inputs that lasts
 at least `min_run_s`, then repeated `repeats` times with the garbage collector paused
-(as `timeit` does); rates are medians and ratios the median of the per-run ratios. Every
-decision routing made in the calibration pass is then checked (the chosen factory passes the
-hard filters, a victim may be evicted, ...), and so are the naive ones: the report counts the
-naive decisions that break a hard filter routing enforces.
+(`bench.timing`); rates are medians and ratios the median of the per-run
+ratios. Every fast decision is then checked (the chosen factory passes the hard filters, a
+victim may be evicted, ...) and compared with the reference's (the same factory, score and
+reason, or the same plan, and the same top rows), and the naive ones are checked too: the
+report counts the naive decisions that break a hard filter routing enforces.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import platform
 import random
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Generic, TypeVar
 
+from bench.timing import Rates, Timing, measure, paired_ratio
 from launch.cli.render import table
 from routing.filters import check, factory_exclusion, job_exclusion, seconds_since
+from routing.fleet_index import FleetIndex
 from routing.model import (
     ACTIVE,
     CORDONED,
@@ -51,17 +60,15 @@ from routing.model import (
     JobRequest,
     RoutingContext,
 )
+from routing.reference import select_factory
 from routing.score import rank_score
-from routing.select import select_factory, select_job
+from routing.select import select_job
 from routing.weights import FleetWeights, resolve_weights
 
 try:
-    from routing.preempt import (
-        PreemptionPlan,
-        PreemptionPolicy,
-        RunningJob,
-        select_with_preemption,
-    )
+    from routing.preempt import PreemptionPlan, PreemptionPolicy, RunningJob
+    from routing.reference import select_with_preemption
+    from routing.running_index import RunningIndex
 
     _PREEMPTION_MISSING: str | None = None
 except ImportError as exc:  # pragma: no cover - preempt.py is optional for this benchmark
@@ -74,6 +81,7 @@ __all__ = [
     "Rates",
     "RoutingBenchReport",
     "Scenario",
+    "UpdateResult",
     "build_scenario",
     "check_job_choice",
     "check_placement",
@@ -83,6 +91,8 @@ __all__ = [
     "first_victim",
     "render_routing_report",
     "run_routing_bench",
+    "same_placement",
+    "same_plan",
     "victim_problem",
 ]
 
@@ -114,6 +124,7 @@ LABELS: tuple[str, ...] = (
 # A product that cares about cost and affinity more than spreading load.
 PRODUCT_OVERRIDE: dict[str, float] = {"costRate": 2.0, "load": 0.5, "affinity": 1.5}
 MIN_RUNTIME_S = 300.0
+EXPLAIN_TOP = 5  # rows the fast path explains per decision
 
 _DEFAULTS = FleetWeights()
 _RANK: dict[str, int] = {
@@ -125,29 +136,15 @@ _RANK: dict[str, int] = {
 
 
 @dataclass(frozen=True)
-class Rates:
-    """One measured callable: `per_run` decisions/s over `repeats` runs of `passes` passes."""
-
-    inputs: int
-    passes: int
-    per_run: tuple[float, ...]
-
-    @property
-    def decisions_per_run(self) -> int:
-        return self.inputs * self.passes
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_run) if self.per_run else 0.0
-
-
-@dataclass(frozen=True)
 class OpResult:
-    """One operation on one fleet: routing, its naive baseline and the filtered scan.
+    """One operation on one fleet: the fast path, the reference, the naive baseline and the
+    filtered scan.
 
-    `checked` decisions of routing were validated, `valid` of them passed; `placed` chose
-    something (a factory, a job, a plan). `naive_unsafe` naive decisions broke a hard filter
-    routing enforces. `problems` holds the first few failed checks, for a person.
+    `ours` is the fast path (the reference itself for `select_job`, which has none, and then
+    `reference` is None). `checked` decisions of ours were validated, `valid` of them
+    passed, `same` of them equal the reference's; `placed` chose something (a factory, a
+    job, a plan). `naive_unsafe` naive decisions broke a hard filter routing enforces.
+    `problems` holds the first few failed checks, for a person.
     """
 
     operation: str
@@ -160,6 +157,8 @@ class OpResult:
     placed: int
     naive_unsafe: int
     problems: tuple[str, ...]
+    reference: Rates | None = None
+    same: int | None = None
 
     @property
     def label(self) -> str:
@@ -171,13 +170,39 @@ class OpResult:
 
     @property
     def ratio(self) -> float:
-        """Routing's decisions/s over the naive baseline's, the median of the paired runs."""
-        return _paired_ratio(self.ours, self.naive)
+        """Our decisions/s over the naive baseline's, the median of the paired runs."""
+        return paired_ratio(self.ours, self.naive)
 
     @property
     def filtered_ratio(self) -> float:
-        """Routing's decisions/s over the filtered scan's, the median of the paired runs."""
-        return _paired_ratio(self.ours, self.filtered)
+        """Our decisions/s over the filtered scan's, the median of the paired runs."""
+        return paired_ratio(self.ours, self.filtered)
+
+    @property
+    def reference_ratio(self) -> float:
+        """The fast path's decisions/s over the reference's (the speed-up), paired; 0 if none."""
+        return paired_ratio(self.ours, self.reference) if self.reference is not None else 0.0
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """Reservation updates on the index of one fleet: incremental beside a rebuild.
+
+    One update is one `set_reserved` (a reservation, or its release); the rebuild builds the
+    index again from the fleet with that one view changed. `valid` of `checked` decisions
+    made after every timed update equal a freshly built index's.
+    """
+
+    factories: int
+    incremental: Rates
+    rebuild: Rates
+    checked: int
+    valid: int
+
+    @property
+    def ratio(self) -> float:
+        """Incremental updates/s over rebuilds/s, the median of the paired runs."""
+        return paired_ratio(self.incremental, self.rebuild)
 
 
 @dataclass(frozen=True)
@@ -207,10 +232,14 @@ class RoutingBenchReport:
     fleets: tuple[FleetStats, ...]
     results: tuple[OpResult, ...]
     skipped: tuple[str, ...]
+    updates: tuple[UpdateResult, ...] = ()
 
     @property
     def all_valid(self) -> bool:
-        return all(r.valid == r.checked for r in self.results)
+        """Every decision passed its checks and, where there is one, equals the reference's."""
+        return all(
+            r.valid == r.checked and r.same in (None, r.checked) for r in self.results
+        ) and all(u.valid == u.checked for u in self.updates)
 
     def result(self, operation: str, factories: int) -> OpResult:
         for r in self.results:
@@ -405,12 +434,13 @@ def check_placement(
 ) -> str | None:
     """Why `decision` is not a valid placement of `job`, or None when it is.
 
-    Valid: every factory is a candidate; the chosen one exists, passes every hard filter,
-    has the best score and was scored with `weights`; nothing chosen only when no factory
-    passes the filters.
+    Valid: every factory is a candidate (or, for a fast decision, counted in its summary);
+    the chosen one exists, passes every hard filter, has the best score shown and was scored
+    with `weights`; nothing chosen only when no factory passes the filters.
     """
-    if len(decision.candidates) != len(fleet):
-        return f"{job.job_id}: {len(decision.candidates)} candidates for {len(fleet)} factories"
+    counted = len(decision.candidates) if decision.summary is None else decision.summary.factories
+    if counted != len(fleet):
+        return f"{job.job_id}: {counted} candidates for {len(fleet)} factories"
     if decision.factory_id is None:
         fits = next((f.id for f in fleet if check(job, f, ctx) is None), None)
         return f"{job.job_id}: not placed, but {fits} fits" if fits else None
@@ -420,6 +450,8 @@ def check_placement(
     out = check(job, chosen, ctx)
     if out is not None:
         return f"{job.job_id}: chose {chosen.id}, which is excluded ({out.because})"
+    if not decision.candidates:
+        return f"{job.job_id}: chose {chosen.id} without its row"
     top = decision.candidates[0]
     best = max(rank_score(c.score) for c in decision.candidates if c.eligible)
     if top.factory_id != chosen.id or rank_score(decision.score) != best:
@@ -461,8 +493,8 @@ def victim_problem(
         return f"{victim.job_id} has priority {victim.priority}, which is never preempted"
     if not victim.preemptible:
         return f"{victim.job_id} is not preemptible"
-    if seconds_since(ctx.now, victim.started_at) < policy.min_runtime_s:
-        return f"{victim.job_id} has run less than {policy.min_runtime_s:g}s"
+    if seconds_since(ctx.now, victim.started_at) < victim.min_runtime(policy):
+        return f"{victim.job_id} has run less than {victim.min_runtime(policy):g}s"
     return None
 
 
@@ -513,33 +545,27 @@ def check_preemption(
     return None
 
 
+def same_placement(fast: Decision, reference: Decision) -> bool:
+    """The same factory, score and reason, and the fast rows are the reference's best ones."""
+    best = [c for c in reference.candidates if c.eligible][: len(fast.candidates)]
+    picked = (fast.factory_id, fast.score, fast.reason)
+    return picked == (reference.factory_id, reference.score, reference.reason) and (
+        list(fast.candidates) == best
+    )
+
+
+def same_plan(fast: PreemptionPlan | None, reference: PreemptionPlan | None) -> bool:
+    """Both none, or the same factory, victims and reason, and the reference's best rows."""
+    if fast is None or reference is None:
+        return fast is reference
+    best = [c for c in reference.breakdown if c.feasible][: len(fast.breakdown)]
+    picked = (fast.factory_id, fast.evict, fast.reason)
+    return picked == (reference.factory_id, reference.evict, reference.reason) and (
+        list(fast.breakdown) == best
+    )
+
+
 # --- measurement ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Timing:
-    repeats: int
-    warmup: int
-    min_run_s: float
-
-
-def _timed(run: Callable[[], object], passes: int) -> float:
-    """Seconds for `passes` calls of `run`, the garbage collector paused (as timeit does)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        for _ in range(passes):
-            run()
-        return time.perf_counter() - start
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _paired_ratio(a: Rates, b: Rates) -> float:
-    pairs = [x / y for x, y in zip(a.per_run, b.per_run, strict=False) if y > 0]
-    return statistics.median(pairs) if pairs else 0.0
 
 
 @dataclass(frozen=True)
@@ -558,26 +584,39 @@ def _outcome(problems: Sequence[str | None], placed: int, naive_unsafe: int) -> 
     return _Outcome(len(problems), len(problems) - len(found), placed, naive_unsafe, found[:5])
 
 
+@dataclass(frozen=True)
+class _Calls(Generic[T, R]):
+    """What one operation measures on each input: ours, the reference, naive, filtered."""
+
+    ours: Callable[[T], R]
+    reference: Callable[[T], R] | None
+    naive: Callable[[T], object]
+    filtered: Callable[[T], object]
+    same: Callable[[R, R], bool] | None = None
+
+
 def _bench_op(
     operation: str,
     factories: int,
-    ours: Callable[[T], R],
-    naive: Callable[[T], object],
-    filtered: Callable[[T], object],
+    calls: _Calls[T, R],
     inputs: Sequence[T],
     judge: Callable[[Sequence[T], Sequence[R]], _Outcome],
-    timing: _Timing,
+    timing: Timing,
 ) -> OpResult:
-    """Warm up, calibrate, then time routing, the naive baseline and the filtered scan.
+    """Warm up, calibrate, then time every call interleaved, and judge our decisions.
 
-    The three run interleaved, one run each per repeat, so a change in the machine's load
-    hits all of them. Routing's results from the calibration pass are the ones judged.
+    Our decisions (and the reference's) are kept from the last pass, to be judged and
+    compared; they are the same in every pass.
     """
     gc.collect()  # once per operation: a full collection costs more than a tiny run
-    results: list[R] = []
+    ours: list[R] = []
+    expected: list[R] = []
 
-    def calibration() -> None:
-        results[:] = [ours(item) for item in inputs]
+    def keeping(call: Callable[[T], R], into: list[R]) -> Callable[[], None]:
+        def run() -> None:
+            into[:] = [call(item) for item in inputs]
+
+        return run
 
     def pass_of(call: Callable[[T], object]) -> Callable[[], None]:
         def run() -> None:
@@ -586,38 +625,36 @@ def _bench_op(
 
         return run
 
-    calls: list[Callable[[T], object]] = [ours, naive, filtered]
-    runs = [pass_of(call) for call in calls]
-    passes: list[int] = []
-    for i, call in enumerate(calls):
+    runs = [keeping(calls.ours, ours)]
+    if calls.reference is not None:
+        runs.append(keeping(calls.reference, expected))
+    runs += [pass_of(calls.naive), pass_of(calls.filtered)]
+    warm = [calls.ours, calls.reference, calls.naive, calls.filtered]
+    for call in [c for c in warm if c is not None]:
         for item in inputs[: timing.warmup]:
             call(item)
-        one = _timed(calibration if i == 0 else runs[i], 1)
-        passes.append(max(1, min(1_000_000, math.ceil(timing.min_run_s / one))) if one > 0 else 1)
-    seconds: list[list[float]] = [[] for _ in calls]
-    for _ in range(timing.repeats):
-        for i, run in enumerate(runs):
-            seconds[i].append(_timed(run, passes[i]))
-    ours_rates, naive_rates, filtered_rates = (
-        Rates(len(inputs), n, tuple(len(inputs) * n / s for s in secs if s > 0))
-        for n, secs in zip(passes, seconds, strict=True)
-    )
-    outcome = judge(inputs, results)
+    rates = measure([(run, len(inputs)) for run in runs], timing)
+    outcome = judge(inputs, ours)
+    same = None
+    if calls.same is not None and calls.reference is not None:
+        same = sum(1 for a, b in zip(ours, expected, strict=True) if calls.same(a, b))
     return OpResult(
         operation=operation,
         factories=factories,
-        ours=ours_rates,
-        naive=naive_rates,
-        filtered=filtered_rates,
+        ours=rates[0],
+        naive=rates[-2],
+        filtered=rates[-1],
         checked=outcome.checked,
         valid=outcome.valid,
         placed=outcome.placed,
         naive_unsafe=outcome.naive_unsafe,
         problems=outcome.problems,
+        reference=rates[1] if calls.reference is not None else None,
+        same=same,
     )
 
 
-def _placement_ops(s: Scenario, t: _Timing) -> list[OpResult]:
+def _placement_ops(s: Scenario, t: Timing) -> list[OpResult]:
     fleet, ctx = s.fleet, s.ctx
 
     def naive_unsafe(jobs: Sequence[JobRequest]) -> int:
@@ -637,12 +674,8 @@ def _placement_ops(s: Scenario, t: _Timing) -> list[OpResult]:
 
         return judge
 
-    def default(job: JobRequest) -> Decision:
-        return select_factory(job, fleet, ctx, _DEFAULTS)
-
-    def override(job: JobRequest) -> Decision:
-        weights = resolve_weights(_DEFAULTS, PRODUCT_OVERRIDE, None)
-        return select_factory(job, fleet, ctx, weights)
+    index = FleetIndex(fleet)
+    overridden = resolve_weights(_DEFAULTS, PRODUCT_OVERRIDE, None)
 
     def naive(job: JobRequest) -> object:
         return first_fit(job, fleet)
@@ -650,24 +683,31 @@ def _placement_ops(s: Scenario, t: _Timing) -> list[OpResult]:
     def filtered(job: JobRequest) -> object:
         return _filtered_factory(job, fleet, ctx)
 
-    overridden = resolve_weights(_DEFAULTS, PRODUCT_OVERRIDE, None)
+    def calls(resolve: Callable[[], FleetWeights]) -> _Calls[JobRequest, Decision]:
+        """The weights resolved per decision, as a product's override would be."""
+
+        def fast(job: JobRequest) -> Decision:
+            return index.select(job, ctx, resolve(), explain_top=EXPLAIN_TOP)
+
+        def reference(job: JobRequest) -> Decision:
+            return select_factory(job, fleet, ctx, resolve())
+
+        return _Calls(fast, reference, naive, filtered, same_placement)
+
+    def defaults() -> FleetWeights:
+        return _DEFAULTS
+
+    def product() -> FleetWeights:
+        return resolve_weights(_DEFAULTS, PRODUCT_OVERRIDE, None)
+
     n = len(fleet)
     return [
-        _bench_op("select_factory", n, default, naive, filtered, s.jobs, judge_with(_DEFAULTS), t),
-        _bench_op(
-            "select_factory_override",
-            n,
-            override,
-            naive,
-            filtered,
-            s.jobs,
-            judge_with(overridden),
-            t,
-        ),
+        _bench_op("select_factory", n, calls(defaults), s.jobs, judge_with(_DEFAULTS), t),
+        _bench_op("select_factory_override", n, calls(product), s.jobs, judge_with(overridden), t),
     ]
 
 
-def _select_job_op(s: Scenario, t: _Timing) -> OpResult:
+def _select_job_op(s: Scenario, t: Timing) -> OpResult:
     waiting, ctx = s.waiting, s.ctx
 
     def ours(factory: FactoryView) -> JobChoice | None:
@@ -691,23 +731,22 @@ def _select_job_op(s: Scenario, t: _Timing) -> OpResult:
         return _outcome(problems, sum(1 for c in choices if c is not None), unsafe)
 
     return _bench_op(
-        "select_job",
-        len(s.fleet),
-        ours,
-        naive,
-        filtered,
-        s.freed,
-        judge,
-        t,
+        "select_job", len(s.fleet), _Calls(ours, None, naive, filtered), s.freed, judge, t
     )
 
 
-def _preemption_op(s: Scenario, t: _Timing) -> OpResult:
+def _preemption_op(s: Scenario, t: Timing) -> OpResult:
     fleet, running, ctx = s.full_fleet, s.running, s.ctx
     policy = PreemptionPolicy(min_runtime_s=MIN_RUNTIME_S)
     by_id = {f.id: f for f in fleet}
+    index, running_index = FleetIndex(fleet), RunningIndex(running)
 
-    def ours(job: JobRequest) -> PreemptionPlan | None:
+    def fast(job: JobRequest) -> PreemptionPlan | None:
+        return index.plan_preemption(
+            job, running_index, ctx, _DEFAULTS, policy, explain_top=EXPLAIN_TOP
+        )
+
+    def reference(job: JobRequest) -> PreemptionPlan | None:
         return select_with_preemption(job, running, fleet, ctx, _DEFAULTS, policy)
 
     def naive(job: JobRequest) -> object:
@@ -731,16 +770,36 @@ def _preemption_op(s: Scenario, t: _Timing) -> OpResult:
                 unsafe += 1
         return _outcome(problems, sum(1 for p in plans if p is not None), unsafe)
 
-    return _bench_op(
-        "select_with_preemption",
-        len(fleet),
-        ours,
-        naive,
-        filtered,
-        s.critical,
-        judge,
-        t,
+    calls = _Calls(fast, reference, naive, filtered, same_plan)
+    return _bench_op("select_with_preemption", len(fleet), calls, s.critical, judge, t)
+
+
+def _update_op(s: Scenario, t: Timing) -> UpdateResult:
+    """A reservation then its release on each freed factory, beside rebuilding the index."""
+    index = FleetIndex(s.fleet)
+    changes = [(f.id, n) for f in s.freed for n in (f.reserved + 1, f.reserved)]
+    fleet = list(s.fleet)
+    first = s.freed[0]
+    where = fleet.index(first)
+
+    def incremental() -> None:
+        for factory_id, reserved in changes:
+            index.set_reserved(factory_id, reserved)
+
+    def rebuild() -> None:
+        for reserved in (first.reserved + 1, first.reserved):
+            fleet[where] = replace(first, reserved=reserved)
+            FleetIndex(fleet)
+
+    gc.collect()
+    incremental_rates, rebuild_rates = measure([(incremental, len(changes)), (rebuild, 2)], t)
+    fresh = FleetIndex(s.fleet)
+    valid = sum(
+        1
+        for job in s.jobs
+        if index.select(job, s.ctx, _DEFAULTS) == fresh.select(job, s.ctx, _DEFAULTS)
     )
+    return UpdateResult(len(s.fleet), incremental_rates, rebuild_rates, len(s.jobs), valid)
 
 
 def run_routing_bench(
@@ -766,9 +825,10 @@ def run_routing_bench(
             raise ValueError(f"{name} must be >= 1, got {value}")
     if waiting_jobs < 1 or warmup < 0 or not min_run_s >= 0:
         raise ValueError("waiting_jobs must be >= 1, warmup >= 0 and min_run_s >= 0")
-    timing = _Timing(repeats=repeats, warmup=warmup, min_run_s=min_run_s)
+    timing = Timing(repeats=repeats, warmup=warmup, min_run_s=min_run_s)
     fleets: list[FleetStats] = []
     results: list[OpResult] = []
+    updates: list[UpdateResult] = []
     for n in factory_counts:
         s = build_scenario(n, decisions=decisions, waiting_jobs=waiting_jobs, seed=seed)
         fleets.append(_stats(s))
@@ -776,6 +836,7 @@ def run_routing_bench(
         results.append(_select_job_op(s, timing))
         if _PREEMPTION_MISSING is None:
             results.append(_preemption_op(s, timing))
+        updates.append(_update_op(s, timing))
     skipped = (
         () if _PREEMPTION_MISSING is None else (f"select_with_preemption: {_PREEMPTION_MISSING}",)
     )
@@ -789,6 +850,7 @@ def run_routing_bench(
         fleets=tuple(fleets),
         results=tuple(results),
         skipped=skipped,
+        updates=tuple(updates),
     )
 
 
@@ -802,6 +864,8 @@ def _rate(value: float) -> str:
 def _ratio(value: float) -> str:
     if value <= 0:
         return "-"
+    if value >= 10:
+        return f"{value:,.0f}x"
     if value >= 0.1:
         return f"{value:.2f}x"
     return f"1/{1 / value:,.0f}"
@@ -814,12 +878,17 @@ def _ms(rate: float) -> str:
     return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
 
 
+def _us(rate: float) -> str:
+    return f"{1e6 / rate:.3g}" if rate > 0 else "-"
+
+
 def render_routing_report(report: RoutingBenchReport) -> str:
-    """The benchmark as a table of decisions/s with the ratios, then the fleets and notes."""
+    """The benchmark as tables of decisions/s with the ratios, then the fleets and notes."""
     head = (
         f"routing micro-benchmark, seed {report.seed}, Python {report.python}: "
         f"{report.decisions} distinct decisions per pass, median of {report.repeats} runs "
-        f"of >= {report.min_run_s:g}s (ratio = routing / baseline, paired per run)"
+        f"of >= {report.min_run_s:g}s (ratio = ours / baseline, paired per run; ours = the "
+        f"fast path, a FleetIndex explaining the top {EXPLAIN_TOP} rows)"
     )
     rows = [
         [
@@ -827,11 +896,14 @@ def render_routing_report(report: RoutingBenchReport) -> str:
             f"{r.factories:,}",
             _rate(r.ours.median),
             _ms(r.ours.median),
+            _ms(r.reference.median) if r.reference is not None else "-",
+            _ratio(r.reference_ratio),
             f"{_rate(r.naive.median)} ({r.baseline})",
             _ratio(r.ratio),
             _rate(r.filtered.median),
             _ratio(r.filtered_ratio),
             f"{r.valid}/{r.checked}",
+            f"{r.same}/{r.checked}" if r.same is not None else "-",
             f"{r.placed}/{r.checked}",
             f"{r.naive_unsafe}/{r.checked}",
         ]
@@ -843,17 +915,45 @@ def render_routing_report(report: RoutingBenchReport) -> str:
             "factories",
             "decisions/s",
             "ms/decision",
+            "reference ms",
+            "vs reference",
             "naive/s",
             "vs naive",
             "filtered/s",
             "vs filtered",
             "valid",
+            "same",
             "placed",
             "naive unsafe",
         ],
         rows,
     )
     lines = [head, body, ""]
+    if report.updates:
+        updates = [
+            [
+                "set_reserved (reserve, release)",
+                f"{u.factories:,}",
+                _rate(u.incremental.median),
+                _us(u.incremental.median),
+                _rate(u.rebuild.median),
+                _ms(u.rebuild.median),
+                _ratio(u.ratio),
+                f"{u.valid}/{u.checked}",
+            ]
+            for u in report.updates
+        ]
+        headers = [
+            "index update",
+            "factories",
+            "updates/s",
+            "us/update",
+            "rebuilds/s",
+            "ms/rebuild",
+            "vs rebuild",
+            "valid",
+        ]
+        lines += [table(headers, updates), ""]
     for f in report.fleets:
         lines.append(
             f"{f.factories:,} factories: {f.slots:,} slots ({f.free_slots:,} free, "
@@ -863,12 +963,23 @@ def render_routing_report(report: RoutingBenchReport) -> str:
             f"({f.not_preemptible:,} not preemptible)"
         )
     lines.append(
-        f"select_job ranks {report.waiting_jobs:,} waiting jobs for one freed slot; naive "
-        "baselines: first-fit = first factory with the engine and a free slot, FIFO = first "
-        "waiting job with the engine, first victim = first lower-priority running job on a "
-        "factory with the engine; filtered = routing's hard filters on every item, no scores"
+        f"select_job ranks {report.waiting_jobs:,} waiting jobs for one freed slot (no fast "
+        "path: it does not depend on the fleet); reference = select_factory / "
+        "select_with_preemption, every factory scored and explained; naive baselines: "
+        "first-fit = first factory with the engine and a free slot, FIFO = first waiting job "
+        "with the engine, first victim = first lower-priority running job on a factory with "
+        "the engine; filtered = routing's hard filters on every item, no scores; same = "
+        "decisions equal to the reference's (pick, score, reason or plan, and top rows)"
     )
     for problem in (p for r in report.results for p in r.problems):
         lines.append(f"INVALID {problem}")
+    for r in report.results:
+        if r.same is not None and r.same != r.checked:
+            lines.append(f"DIFFERS {r.label} on {r.factories:,} factories: {r.same}/{r.checked}")
+    for u in report.updates:
+        if u.valid != u.checked:
+            lines.append(
+                f"INVALID index updates on {u.factories:,} factories: {u.valid}/{u.checked}"
+            )
     lines += [f"skipped {note}" for note in report.skipped]
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routing.model import Candidate, Decision, ScoreTerm
+from routing.model import Candidate, Decision, ExclusionCount, ScoreTerm
 
 __all__ = ["explain"]
 
@@ -11,21 +11,30 @@ def explain(decision: Decision) -> list[str]:
     """A headline, then one line per candidate in the decision's order.
 
     An eligible candidate shows its rank, score and every term as `value*weight=contribution`;
-    an excluded one shows why.
+    an excluded one shows why. A decision from `FleetIndex.select` explains only its best
+    rows; its summary adds how many more were eligible and one line per exclusion kind with
+    its count and examples.
     """
-    eligible = sum(1 for c in decision.candidates if c.eligible)
+    summary = decision.summary
+    shown = sum(1 for c in decision.candidates if c.eligible)
+    eligible = summary.eligible if summary is not None else shown
+    factories = summary.factories if summary is not None else len(decision.candidates)
     if decision.factory_id is None:
         lines = [f"no placement: {decision.reason or 'no reason given'}"]
     else:
         lines = [
             f"chose {decision.factory_id} (score {decision.score:.3f}), "
-            f"{eligible} of {len(decision.candidates)} factories eligible"
+            f"{eligible} of {factories} factories eligible"
         ]
     rank = 0
     for candidate in decision.candidates:
         if candidate.eligible:
             rank += 1
         lines.append(_line(rank, candidate))
+    if summary is not None:
+        if eligible > shown:
+            lines.append(f"   ... {eligible - shown} more eligible, not shown")
+        lines += [_exclusion(e) for e in summary.exclusions]
     return lines
 
 
@@ -38,3 +47,9 @@ def _line(rank: int, c: Candidate) -> str:
 
 def _term(t: ScoreTerm) -> str:
     return f"{t.term} {t.value:.3f}*{t.weight:g}={t.contribution:.3f}"
+
+
+def _exclusion(e: ExclusionCount) -> str:
+    examples = "; ".join(f"{c.factory_id}: {c.excluded_because}" for c in e.examples)
+    more = ", ..." if e.count > len(e.examples) else ""
+    return f"   - {e.count} excluded ({e.kind}): {examples}{more}"

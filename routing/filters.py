@@ -2,7 +2,11 @@
 
 They run in a fixed order (status, health, engine, capabilities, capacity) and the first
 failure wins, so a factory is excluded for the most fundamental reason. That order is also
-the funnel `routing.select` walks to explain why nothing was placed.
+the funnel `routing.candidates` walks to explain why nothing was placed.
+
+`heartbeat_is_fresh` is the fleet's one health rule (a heartbeat at most `unhealthy_after_s`
+old is fresh, the limit included), exported so that the API reports health exactly as
+routing filters on it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ __all__ = [
     "check",
     "factory_exclusion",
     "heartbeat_is_fresh",
+    "is_healthy",
     "job_exclusion",
     "seconds_since",
+    "standing_exclusion",
 ]
 
 
@@ -47,15 +53,35 @@ def seconds_since(now: datetime, then: datetime) -> float:
 def heartbeat_is_fresh(
     last_heartbeat_at: datetime | None, now: datetime, unhealthy_after_s: float
 ) -> bool:
-    """The one health rule: a heartbeat at most `unhealthy_after_s` old is fresh (the
-    boundary itself included); no heartbeat at all is not."""
+    """Whether a factory's last heartbeat still counts: the fleet's one health rule.
+
+    Args:
+        last_heartbeat_at: when the factory last reported, None if it never did.
+        now: the time of the decision.
+        unhealthy_after_s: how old a heartbeat may be and still count.
+
+    Returns:
+        True when the heartbeat is at most `unhealthy_after_s` old: exactly at the limit is
+        still fresh, and one from the future (a skewed clock) is fresh. False when none was
+        ever sent.
+    """
     if last_heartbeat_at is None:
         return False
     return seconds_since(now, last_heartbeat_at) <= unhealthy_after_s
 
 
-def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
-    """Status and health: the filters that do not depend on the job."""
+def is_healthy(factory: FactoryView, ctx: RoutingContext) -> bool:
+    """Reports itself healthy and its heartbeat is fresh (`heartbeat_is_fresh`).
+
+    The status (cordoned, revoked) is a separate filter: see `factory_exclusion`.
+    """
+    return factory.reported_healthy and heartbeat_is_fresh(
+        factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s
+    )
+
+
+def standing_exclusion(factory: FactoryView) -> Excluded | None:
+    """Status and self-reported health: what excludes a factory whatever the time."""
     if factory.status == REVOKED:
         return Excluded(Exclusion.REVOKED, "revoked")
     if factory.status == CORDONED:
@@ -66,6 +92,14 @@ def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | N
         return Excluded(Exclusion.UNHEALTHY, "reports itself unhealthy")
     if factory.last_heartbeat_at is None:
         return Excluded(Exclusion.UNHEALTHY, "has never sent a heartbeat")
+    return None
+
+
+def factory_exclusion(factory: FactoryView, ctx: RoutingContext) -> Excluded | None:
+    """Status and health: the filters that do not depend on the job."""
+    standing = standing_exclusion(factory)
+    if standing is not None or factory.last_heartbeat_at is None:  # standing covers None
+        return standing
     if not heartbeat_is_fresh(factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s):
         age = seconds_since(ctx.now, factory.last_heartbeat_at)
         limit = _seconds(ctx.unhealthy_after_s)

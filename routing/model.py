@@ -21,7 +21,9 @@ __all__ = [
     "Candidate",
     "Decision",
     "Exclusion",
+    "ExclusionCount",
     "FactoryView",
+    "FleetSummary",
     "JobChoice",
     "JobRequest",
     "RoutingContext",
@@ -141,17 +143,44 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of `select_factory`.
+class ExclusionCount:
+    """How many factories one hard filter excluded, with a few of them as examples."""
 
-    `candidates` holds every factory: the eligible ones best first, then the excluded ones
-    in input order. `reason` is a sentence for a person when `factory_id` is None.
+    kind: Exclusion
+    count: int
+    examples: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The whole fleet in counts, for a decision that explains only its top rows.
+
+    `eligible` counts the factories that passed the filters that matter: for a placement,
+    every hard filter; for a preemption plan, every one but capacity on a factory with
+    slots. `exclusions` counts the others by the filter that excluded them, in funnel
+    order, only the kinds that excluded some.
+    """
+
+    factories: int
+    eligible: int
+    exclusions: tuple[ExclusionCount, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of selecting a factory.
+
+    From `select_factory`, `candidates` holds every factory: the eligible ones best first,
+    then the excluded ones in input order, and `summary` is None. From `FleetIndex.select`,
+    `candidates` holds only the best eligible ones, best first, and `summary` counts the
+    rest. `reason` is a sentence for a person when `factory_id` is None.
     """
 
     factory_id: str | None
     score: float
     candidates: tuple[Candidate, ...]
     reason: str | None
+    summary: FleetSummary | None = None
 
 
 @dataclass(frozen=True, slots=True)

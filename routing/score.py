@@ -19,6 +19,11 @@ Terms:
 
 age and priority are the same for every factory, so they never change which factory wins;
 they are kept in every breakdown so that a score means the same thing everywhere.
+
+The terms are grouped by what they depend on (`label_terms`: the job and the factory's
+labels; `factory_terms`: the factory alone; `health_term`: the heartbeat's age; `job_terms`:
+the job alone), so that an index can compute each group once per bucket, factory or job and
+still get the very floats `term_values` gets.
 """
 
 from __future__ import annotations
@@ -29,21 +34,53 @@ from routing.filters import seconds_since
 from routing.model import PRIORITY_VALUES, FactoryView, JobRequest, RoutingContext, ScoreTerm
 from routing.weights import TERMS, FleetWeights
 
-__all__ = ["breakdown", "rank_score", "term_values", "total"]
+__all__ = [
+    "breakdown",
+    "factory_terms",
+    "health_term",
+    "job_terms",
+    "label_terms",
+    "rank_score",
+    "term_values",
+    "total",
+]
 
 
 def term_values(job: JobRequest, factory: FactoryView, ctx: RoutingContext) -> dict[str, float]:
     """Every term's value in [0, 1], keyed by term name in `TERMS` order."""
+    fit, affinity = label_terms(job, factory.labels, previous=factory.id == job.previous_factory_id)
+    load, cost_rate = factory_terms(factory)
+    age, priority = job_terms(job, ctx)
     values = {
-        "capability_fit": _capability_fit(job, factory),
-        "load": _load(factory),
+        "capability_fit": fit,
+        "load": load,
         "health": _health(factory, ctx),
-        "affinity": _affinity(job, factory),
-        "cost_rate": _cost_rate(factory),
-        "age": _age(job, ctx),
-        "priority": PRIORITY_VALUES[job.priority],
+        "affinity": affinity,
+        "cost_rate": cost_rate,
+        "age": age,
+        "priority": priority,
     }
-    return {term: _unit(values[term]) for term in TERMS}
+    return {term: values[term] for term in TERMS}
+
+
+def label_terms(job: JobRequest, labels: frozenset[str], *, previous: bool) -> tuple[float, float]:
+    """capability_fit and affinity of a factory with `labels` (`previous`: the job's last one)."""
+    return _unit(_capability_fit(job, labels)), _unit(_affinity(job, labels, previous))
+
+
+def factory_terms(factory: FactoryView) -> tuple[float, float]:
+    """load and cost_rate: the terms that depend on the factory alone."""
+    return _unit(_load(factory)), _unit(_cost_rate(factory))
+
+
+def job_terms(job: JobRequest, ctx: RoutingContext) -> tuple[float, float]:
+    """age and priority: the terms that are the same for every factory."""
+    return _unit(_age(job, ctx)), _unit(PRIORITY_VALUES[job.priority])
+
+
+def health_term(age_s: float, unhealthy_after_s: float) -> float:
+    """health of a factory reporting healthy whose last heartbeat is `age_s` old."""
+    return _unit(1.0 - age_s / unhealthy_after_s)
 
 
 def breakdown(
@@ -67,9 +104,9 @@ def rank_score(score: float) -> float:
     return round(score, 9)
 
 
-def _capability_fit(job: JobRequest, factory: FactoryView) -> float:
+def _capability_fit(job: JobRequest, labels: frozenset[str]) -> float:
     needed = len(job.capabilities)
-    extra = len(factory.labels - job.capabilities - job.preferred_labels)
+    extra = len(labels - job.capabilities - job.preferred_labels)
     return (needed + 1) / (needed + 1 + extra)
 
 
@@ -82,15 +119,16 @@ def _load(factory: FactoryView) -> float:
 def _health(factory: FactoryView, ctx: RoutingContext) -> float:
     if not factory.reported_healthy or factory.last_heartbeat_at is None:
         return 0.0
-    return 1.0 - seconds_since(ctx.now, factory.last_heartbeat_at) / ctx.unhealthy_after_s
+    age = seconds_since(ctx.now, factory.last_heartbeat_at)
+    return health_term(age, ctx.unhealthy_after_s)
 
 
-def _affinity(job: JobRequest, factory: FactoryView) -> float:
+def _affinity(job: JobRequest, labels: frozenset[str], previous: bool) -> float:
     hints = []
     if job.preferred_labels:
-        hints.append(len(job.preferred_labels & factory.labels) / len(job.preferred_labels))
+        hints.append(len(job.preferred_labels & labels) / len(job.preferred_labels))
     if job.previous_factory_id is not None:
-        hints.append(1.0 if job.previous_factory_id == factory.id else 0.0)
+        hints.append(1.0 if previous else 0.0)
     return sum(hints) / len(hints) if hints else 0.0
 
 

@@ -22,8 +22,10 @@ from bench.routing import (
     first_victim,
     render_routing_report,
     run_routing_bench,
+    same_placement,
+    same_plan,
 )
-from routing import FleetWeights, select_factory, select_job
+from routing import FleetIndex, FleetWeights, select_factory, select_job
 from routing.filters import check, factory_exclusion, job_exclusion
 
 W = FleetWeights()
@@ -192,6 +194,66 @@ def test_the_naive_baselines_do_what_they_say():
         victim = first_victim(s.critical[0], s.running, by_id)
         assert victim is not None and victim.priority in ("low", "normal")
         assert s.critical[0].engine in by_id[victim.factory_id].engines
+
+
+def test_the_fast_path_is_measured_beside_the_reference_and_decides_the_same(report):
+    for r in report.results:
+        if r.operation == "select_job":
+            assert r.reference is None and r.same is None and r.reference_ratio == 0.0
+            continue
+        assert r.reference is not None
+        assert r.reference.inputs == DECISIONS and all(rate > 0 for rate in r.reference.per_run)
+        assert r.reference_ratio > 0
+        assert r.same == DECISIONS
+
+
+def test_index_updates_are_measured_beside_a_rebuild(report):
+    [update] = report.updates
+    assert update.factories == FACTORIES
+    assert update.incremental.inputs == 2 * DECISIONS  # a reservation and its release each
+    assert update.rebuild.inputs == 2
+    for rates in (update.incremental, update.rebuild):
+        assert len(rates.per_run) == 2 and all(rate > 0 for rate in rates.per_run)
+    assert update.ratio > 0
+    assert update.valid == update.checked == DECISIONS
+
+
+def test_the_rendering_shows_the_reference_and_the_updates(report):
+    text = render_routing_report(report)
+    assert "VS REFERENCE" in text and "SAME" in text
+    assert "set_reserved (reserve, release)" in text and "VS REBUILD" in text
+    assert "DIFFERS" not in text
+
+
+def test_the_placement_check_accepts_a_fast_decision_and_catches_a_bad_one():
+    s = build_scenario(FACTORIES, decisions=10, waiting_jobs=10, seed=0)
+    index = FleetIndex(s.fleet)
+    job = next(j for j in s.jobs if index.select(j, s.ctx, W).factory_id is not None)
+    fast = index.select(job, s.ctx, W)
+    assert check_placement(job, s.fleet, s.ctx, W, fast) is None
+    assert same_placement(fast, select_factory(job, s.fleet, s.ctx, W))
+    assert fast.summary is not None
+    excluded = fast.summary.exclusions[0].examples[0]
+    bad = dataclasses.replace(fast, factory_id=excluded.factory_id)
+    assert "excluded" in (check_placement(job, s.fleet, s.ctx, W, bad) or "")
+    assert not same_placement(bad, select_factory(job, s.fleet, s.ctx, W))
+    unrowed = dataclasses.replace(fast, candidates=())
+    assert "without its row" in (check_placement(job, s.fleet, s.ctx, W, unrowed) or "")
+
+
+def test_plans_are_the_same_only_when_factory_victims_reason_and_rows_are():
+    preempt = pytest.importorskip("routing.preempt")
+    s = build_scenario(FACTORIES, decisions=10, waiting_jobs=10, seed=0)
+    policy = preempt.PreemptionPolicy(min_runtime_s=300.0)
+    index = FleetIndex(s.full_fleet)
+    job = s.critical[0]
+    reference = preempt.select_with_preemption(job, s.running, s.full_fleet, s.ctx, W, policy)
+    fast = index.plan_preemption(job, s.running, s.ctx, W, policy)
+    assert fast is not None and same_plan(fast, reference)
+    assert same_plan(None, None) and not same_plan(fast, None) and not same_plan(None, fast)
+    assert not same_plan(dataclasses.replace(fast, evict=()), reference)
+    other_row = (dataclasses.replace(fast.breakdown[0], score=-1.0),)
+    assert not same_plan(dataclasses.replace(fast, breakdown=other_row), reference)
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,13 @@ from tests.routing.builders import CTX, ago, factory, job
 
 W = FleetWeights()
 DEFAULT = PreemptionPolicy()
+HIGH_TOO = PreemptionPolicy(preempting=frozenset({"high", "critical"}))
 
 
-def running(job_id, factory_id="f1", *, priority="low", ran_s=600.0, preemptible=True):
-    return RunningJob(job_id, factory_id, priority, ago(ran_s), preemptible)
+def running(
+    job_id, factory_id="f1", *, priority="low", ran_s=600.0, preemptible=True, min_runtime_s=None
+):
+    return RunningJob(job_id, factory_id, priority, ago(ran_s), preemptible, min_runtime_s)
 
 
 def plan_for(request, jobs, fleet, policy=DEFAULT):
@@ -52,13 +55,13 @@ def test_a_critical_job_evicts_the_low_job_on_a_full_single_slot_factory():
 def test_high_never_evicts_high_or_critical():
     fleet = [factory("f1", slots=2, reserved=2)]
     jobs = [running("h1", priority="high"), running("c1", priority="critical")]
-    assert plan_for(HIGH, jobs, fleet) is None
+    assert plan_for(HIGH, jobs, fleet, HIGH_TOO) is None
 
 
 def test_only_strictly_lower_priorities_are_victims():
     fleet = [factory("f1", slots=2, reserved=2)]
     jobs = [running("h1", priority="high"), running("n1", priority="normal")]
-    plan = plan_for(HIGH, jobs, fleet)
+    plan = plan_for(HIGH, jobs, fleet, HIGH_TOO)
     assert plan is not None and plan.evict == ("n1",)
     [row] = plan.breakdown
     rejected = {v.job_id: v.ineligible_because for v in row.considered if not v.eligible}
@@ -69,6 +72,14 @@ def test_only_strictly_lower_priorities_are_victims():
 def test_a_non_preempting_priority_never_evicts(priority):
     fleet = [factory("f1", slots=1, reserved=1)]
     assert plan_for(job(priority=priority), [running("l1", priority="low")], fleet) is None
+
+
+def test_by_default_only_critical_preempts():
+    fleet = [factory("f1", slots=1, reserved=1)]
+    assert plan_for(HIGH, [running("l1")], fleet) is None
+    assert plan_for(HIGH, [running("l1")], fleet, HIGH_TOO) is not None
+    plan = plan_for(CRITICAL, [running("l1")], fleet)
+    assert plan is not None and plan.evict == ("l1",)
 
 
 def test_the_policy_decides_which_priorities_preempt():
@@ -86,6 +97,36 @@ def test_a_victim_younger_than_the_minimum_runtime_is_not_evicted():
     policy = PreemptionPolicy(min_runtime_s=60)
     assert plan_for(CRITICAL, [running("l1", ran_s=30)], fleet, policy) is None
     assert plan_for(CRITICAL, [running("l1", ran_s=60)], fleet, policy) is not None
+
+
+def test_a_victims_own_minimum_runtime_overrides_the_policys():
+    fleet = [factory("f1", slots=1, reserved=1)]
+    policy = PreemptionPolicy(min_runtime_s=60)
+    protected = running("l1", ran_s=600, min_runtime_s=900)
+    assert plan_for(CRITICAL, [protected], fleet, policy) is None
+    assert plan_for(CRITICAL, [running("l1", ran_s=900, min_runtime_s=900)], fleet, policy)
+    eager = running("l1", ran_s=30, min_runtime_s=0)
+    plan = plan_for(CRITICAL, [eager], fleet, policy)
+    assert plan is not None and plan.evict == ("l1",)
+
+
+def test_the_minimum_runtime_the_breakdown_names_is_the_victims_own():
+    fleet = [factory("f1", slots=2, reserved=2)]
+    jobs = [running("l1", ran_s=600, min_runtime_s=900), running("l2", ran_s=30)]
+    plan = plan_for(CRITICAL, jobs, fleet, PreemptionPolicy(min_runtime_s=10))
+    assert plan is not None and plan.evict == ("l2",)
+    [row] = plan.breakdown
+    reasons = {v.job_id: v.ineligible_because for v in row.considered}
+    assert reasons == {"l1": "running 600s, under the minimum 900s", "l2": None}
+
+
+def test_a_victims_minimum_runtime_is_validated():
+    with pytest.raises(ValueError, match="running job r1: min_runtime_s must be a finite"):
+        running("r1", min_runtime_s=-1.0)
+    with pytest.raises(ValueError, match="running job r1: min_runtime_s must be a number"):
+        running("r1", min_runtime_s=True)
+    assert running("r1").min_runtime(PreemptionPolicy(min_runtime_s=5)) == 5
+    assert running("r1", min_runtime_s=0).min_runtime(PreemptionPolicy(min_runtime_s=5)) == 0
 
 
 def test_non_preemptible_jobs_and_never_preempt_priorities_are_not_evicted():
@@ -274,7 +315,7 @@ def test_policy_is_validated(kwargs, message):
 
 def test_policy_defaults_and_set_coercion():
     policy = PreemptionPolicy()
-    assert policy.preempting == frozenset({"high", "critical"})
+    assert policy.preempting == frozenset({"critical"})
     assert policy.never_preempt == frozenset()
     assert policy.min_runtime_s == 0.0
     assert PreemptionPolicy(never_preempt={"low"}).never_preempt == frozenset({"low"})  # type: ignore[arg-type]

@@ -50,6 +50,8 @@ urgent_priorities = st.sampled_from(("critical", "critical", "high", "normal"))
 # Built once: a strategy built inside a composite is validated again on every draw.
 runtimes = st.sampled_from((0.0, 60.0, 600.0)) | st.floats(-10, 2e3)
 preemptible = st.sampled_from((True, True, True, False))
+# Mostly the policy's minimum runtime; sometimes the job's own, longer or shorter.
+own_minimum = st.sampled_from((None, None, None, 0.0, 60.0, 900.0))
 small = st.integers(0, 3)
 heartbeats = st.floats(0, LIMIT_S)
 
@@ -99,6 +101,7 @@ def scenarios(draw: st.DrawFn) -> tuple[JobRequest, list[RunningJob], list[Facto
                     priority=draw(victim_priorities),
                     started_at=ago(draw(runtimes)),
                     preemptible=draw(preemptible),
+                    min_runtime_s=draw(own_minimum),
                 )
             )
     return request, running, fleet
@@ -109,7 +112,7 @@ def eligible(request: JobRequest, r: RunningJob, policy: PreemptionPolicy) -> bo
         RANK[r.priority] < RANK[request.priority]
         and r.priority not in policy.never_preempt
         and r.preemptible
-        and seconds_since(CTX.now, r.started_at) >= policy.min_runtime_s
+        and seconds_since(CTX.now, r.started_at) >= r.min_runtime(policy)
     )
 
 
@@ -161,7 +164,7 @@ def test_a_plan_evicts_only_eligible_victims_and_frees_a_slot(case, w, policy):
         assert RANK[victim.priority] < RANK[request.priority]  # (1)
         assert victim.preemptible  # (2)
         assert victim.priority not in policy.never_preempt
-        assert seconds_since(CTX.now, victim.started_at) >= policy.min_runtime_s
+        assert seconds_since(CTX.now, victim.started_at) >= victim.min_runtime(policy)
         assert victim.factory_id == plan.factory_id
 
     chosen = next(f for f in fleet if f.id == plan.factory_id)
