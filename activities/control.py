@@ -34,6 +34,7 @@ from gigafactory.contracts import (
     RECORD_TRANSITION,
     REQUEST_LOCK,
     ROUTE_JOB,
+    RUN_DETAIL_FIELDS,
     SIGNAL_LOCK_ACQUIRE,
     WORKFLOW_IS_OPEN,
     BeginAttemptInput,
@@ -482,6 +483,7 @@ class ControlActivities:
                 cost_estimated=inp.cost_estimated,
                 reason=inp.reason,
                 checkpoint=inp.checkpoint,
+                **inp.model_dump(include=RUN_DETAIL_FIELDS),
             )
         )
         # The ledger: one entry per run, whether or not budgets are enforced.

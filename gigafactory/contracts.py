@@ -15,6 +15,7 @@ from pydantic import Field
 from gigafactory.models import (
     CamelModel,
     ChildSpec,
+    CostSource,
     JobSpec,
     Priority,
     RunOutcome,
@@ -39,8 +40,10 @@ REQUEST_LOCK = "fleet.request_lock"
 WORKFLOW_IS_OPEN = "fleet.workflow_is_open"
 FENCE_REPORT = "fleet.fence_report"
 BUDGET_ADMIT = "fleet.budget_admit"
-# The activity every factory runs, on its own task queue.
+# The activities every factory runs, on its own task queue.
 RUN_AGENT = "factory.run_agent"
+SHIP_BRANCH = "factory.ship_branch"
+REMOVE_WORKSPACE = "factory.remove_workspace"
 
 # Signals, queries.
 SIGNAL_SHIP = "ship"
@@ -340,6 +343,13 @@ class FinishRunInput(CamelModel):
     cost_estimated: bool = False
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    branch: str | None = None
+    commit: str | None = None
 
 
 # --- the factory's activity -------------------------------------------------------------------
@@ -373,6 +383,56 @@ class RunAgentResult(CamelModel):
     finished_at: datetime
     checkpoint: dict[str, Any] | None = None
     artifacts: list[str] = Field(default_factory=list)
+    # What the agent CLI reported (None: unknown). Added later: defaults keep old histories.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    # A job with a repository: its branch and the commit the run ended on.
+    branch: str | None = None
+    commit: str | None = None
+
+
+# What a run reports beyond its outcome and cost, carried as is into its run record.
+RUN_DETAIL_FIELDS: set[str] = set(
+    {"input_tokens", "output_tokens", "session_id", "model", "cost_source", "branch", "commit"}
+)
+
+
+class ShipBranchInput(CamelModel):
+    """Activity input: publish a job's branch `gigafactory/<jobId>` (push, or a forge command)."""
+
+    job_id: str
+    product_id: str
+    repo: str
+    # The commit to ship (the run's); None: whatever the branch holds.
+    commit: str | None = None
+    title: str | None = None
+
+
+class ShipBranchResult(CamelModel):
+    """Activity output: where the branch went and what the forge command said."""
+
+    branch: str
+    commit: str
+    remote: str
+    output: str = ""
+    url: str | None = None
+
+
+class RemoveWorkspaceInput(CamelModel):
+    """Activity input: remove a job's worktree (and its local branch) from this factory."""
+
+    job_id: str
+    product_id: str
+    repo: str | None = None
+
+
+class RemoveWorkspaceResult(CamelModel):
+    """Activity output: whether there was a worktree to remove."""
+
+    removed: bool
 
 
 # --- benchmark baseline -----------------------------------------------------------------------

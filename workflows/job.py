@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         REQUEST_LOCK,
         ROUTE_JOB,
         RUN_AGENT,
+        RUN_DETAIL_FIELDS,
         SIGNAL_AGENT_STARTED,
         SIGNAL_LOCK_GRANTED,
         SIGNAL_LOCK_RELEASE,
@@ -649,6 +650,7 @@ class JobWorkflow:
                 cost_estimated=result.cost_estimated,
                 reason=result.reason,
                 checkpoint=result.checkpoint,
+                **result.model_dump(include=RUN_DETAIL_FIELDS),
             ),
         )
         await self._report_spend(epoch, result)

@@ -200,10 +200,25 @@ async def get_artifact(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def get_artifact_content(
-    job_id: str, artifact_id: str, key: CallerDep, store: StoreDep, blobs: BlobsDep
+    job_id: str,
+    artifact_id: str,
+    caller: PrincipalDep,
+    store: StoreDep,
+    blobs: BlobsDep,
+    epoch: Annotated[int | None, Query(ge=0)] = None,
+    product_id: Annotated[str | None, Query(alias="productId")] = None,
 ) -> Response:
-    """An artifact's bytes, with its content type."""
-    job = await visible_job(store, key, job_id)
+    """An artifact's bytes, with its content type.
+
+    A factory may read the artifacts of a job whose current lease it holds (`epoch`): a
+    resumed attempt restores the agent session an earlier attempt uploaded.
+    """
+    if caller.factory is not None:
+        job = await job_for(store, job_id, product_id)
+        ensure_assigned(job, caller.factory.id, -1 if epoch is None else epoch)
+    else:
+        assert caller.key is not None
+        job = await visible_job(store, caller.key, job_id)
     return await _content(blobs, await _artifact(store, job, artifact_id))
 
 
