@@ -511,5 +511,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _last_words(done: subprocess.CompletedProcess[bytes]) -> str:
     text = (done.stderr or done.stdout or b"").decode(errors="replace").strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return " / ".join(lines[-3:]) if lines else f"git exited with code {done.returncode}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # What a remote's hook said ("remote: ...") is the reason a push was refused.
+    said = [line for line in lines if line.startswith("remote:")][-5:]
+    kept = said + [line for line in lines[-3:] if line not in said]
+    return " / ".join(kept) if kept else f"git exited with code {done.returncode}"

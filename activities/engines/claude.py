@@ -45,9 +45,11 @@ class ClaudeCodeEngine(Engine):
 
     `total_cost_usd` and `modelUsage` are cumulative over a resumed session: the checkpoint
     keeps them (`cliCostUsd`, `cliInputTokens`, `cliOutputTokens`) and a run reports the
-    difference. The transcript (`~/.claude/projects/<cwd-slug>/<id>.jsonl`) is what another
-    factory needs to resume; its folder depends on the working directory, so it is moved to
-    the new one's slug on restore.
+    difference. A turn interrupted by SIGINT is reported with its partial cost but is not
+    part of the total the resumed session reports later (seen with 2.1.330), so it does not
+    move the checkpoint's totals. The transcript (`~/.claude/projects/<cwd-slug>/<id>.jsonl`)
+    is what another factory needs to resume; its folder depends on the working directory, so
+    it is moved to the new one's slug on restore.
     """
 
     name = "claude-code"
@@ -142,6 +144,11 @@ class ClaudeCodeEngine(Engine):
             if detail:
                 error += f": {str(detail)[:200]}"
         cost = delta(total, checkpoint, "cliCostUsd")
+        if _interrupted(result):
+            # An interrupted turn is reported, but not kept in the session's running total:
+            # the next run's total starts from the same point, so the point stays.
+            for key in ("cliCostUsd", "cliInputTokens", "cliOutputTokens"):
+                progress[key] = (checkpoint or {}).get(key)
         return AgentReport(
             error=error,
             cost_usd=cost,
@@ -184,6 +191,11 @@ def _result(log_text: str) -> dict[str, Any] | None:
         if document.get("type") == "result":
             found = document
     return found
+
+
+def _interrupted(result: Mapping[str, Any]) -> bool:
+    reason = str(result.get("terminal_reason") or "")
+    return reason.startswith("aborted") or result.get("subtype") == "error_during_execution"
 
 
 def _transcript(ctx: EngineContext, session_id: str, workdir: Path) -> Path:

@@ -82,7 +82,9 @@ async def test_claude_code(fleet: Fleet, llm: FakeLlm, tmp_path: Path) -> None:
     assert run["costSource"] == "cli"
     assert run["costUsd"] > 0 and done["costUsd"] == pytest.approx(run["costUsd"])
     assert run["sessionId"] and len(run["sessionId"]) == 36
-    sessions = {r["headers"].get("X-Claude-Code-Session-Id") for r in llm.requests() if "headers" in r}
+    sessions = {
+        r["headers"].get("X-Claude-Code-Session-Id") for r in llm.requests() if "headers" in r
+    }
     assert run["sessionId"] in sessions, "the session id is the one claude sent"
     assert run["model"]
     assert (await branch_file(fleet, run, repo, "tool_ran.txt")) == "TOOL_RAN"
