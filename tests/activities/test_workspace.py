@@ -5,7 +5,10 @@ refused with nothing left behind, and shipping (with a remote that refuses)."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.workspace import DIFF_ARTIFACT, Workspaces
 from gigafactory.contracts import RemoveWorkspaceInput, ShipBranchInput
+from gigafactory.factory_runtime import factory_workspaces
 from gigafactory.models import RunOutcome
+from gigafactory.settings import Settings
 from tests.activities.conftest import Factory, job, wait_for
 from tests.support.agents import git, git_repo
 
@@ -196,3 +201,39 @@ def test_expired_worktrees_are_listed_for_cleanup(tmp_path: Path) -> None:
     assert workspaces.expired(3600) == [("p", "old")]
     assert workspaces.remove(job_id="old", product_id="p", repo=None)
     assert not old.path.exists() and workspaces.expired(3600) == []
+
+
+def test_factory_cleanup_removes_expired_worktrees(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    workspaces = factory_workspaces(settings, "f1")
+    repo = git_repo(tmp_path / "repo")
+    old = workspaces.prepare(
+        job_id="old", product_id="p", repo=str(repo), base_ref=None, checkpoint=None
+    )
+    new = workspaces.prepare(
+        job_id="new", product_id="p", repo=str(repo), base_ref=None, checkpoint=None
+    )
+    (old.path.parent / ".gigafactory" / "last-used").write_text("0\n")
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gigafactory.cli.main",
+            "factory",
+            "cleanup",
+            "--id",
+            "f1",
+            "--older-than",
+            "1d",
+        ],
+        env={**os.environ, "FLEET_DATA_DIR": str(settings.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "removed p/old" in done.stdout and "1 worktree(s) unused for more than 1d" in done.stdout
+    assert not old.path.exists() and new.path.exists()
+    assert git(old.mirror, "branch", "--list", "gigafactory/old") == ""
