@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml
 
 # The agent CLIs the real_agents tests run, at pinned versions (docs/agents.md). A failed
 # installation does not stop `make test`: each CLI's test then fails, quoting the log.
+# `npm install`, not `npm ci`: opencode-ai lists platform packages that npm 11 leaves out of
+# the lock file, and `npm ci` then refuses it as out of sync (the versions stay pinned).
 $(AGENTS_STAMP): tools/agents/package-lock.json
-	cd tools/agents && npm ci --no-audit --no-fund > install.log 2>&1 || { tail -5 install.log; exit 1; }
+	cd tools/agents && npm install --no-audit --no-fund > install.log 2>&1 || { tail -5 install.log; exit 1; }
 	touch $@
 
 $(AIDER_STAMP):
