@@ -6,7 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dev test lint typecheck check bench clean
+AGENTS_STAMP := tools/agents/node_modules/.installed
+AIDER_VENV := .venv-aider
+AIDER_STAMP := $(AIDER_VENV)/.installed
+
+.PHONY: demo dev test lint typecheck check bench clean agents
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +18,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The agent CLIs the real_agents tests run, at pinned versions (docs/agents.md). A failed
+# installation does not stop `make test`: each CLI's test then fails, quoting the log.
+# `npm install`, not `npm ci`: opencode-ai lists platform packages that npm 11 leaves out of
+# the lock file, and `npm ci` then refuses it as out of sync (the versions stay pinned).
+$(AGENTS_STAMP): tools/agents/package-lock.json
+	cd tools/agents && npm install --no-audit --no-fund > install.log 2>&1 || { tail -5 install.log; exit 1; }
+	touch $@
+
+$(AIDER_STAMP):
+	rm -rf $(AIDER_VENV)
+	$(PYTHON) -m venv $(AIDER_VENV)
+	$(AIDER_VENV)/bin/python -m pip install --quiet 'aider-chat==0.86.2' > $(AIDER_VENV)/install.log 2>&1 || { tail -5 $(AIDER_VENV)/install.log; exit 1; }
+	touch $@
+
+agents:  ## install the agent CLIs (npm: tools/agents, PyPI: .venv-aider)
+	-$(MAKE) $(AGENTS_STAMP)
+	-$(MAKE) $(AIDER_STAMP)
+
 demo: $(STAMP)  ## start the dev stack, run the demo jobs, print the summary
 	$(BIN)/gigafactory demo
 
 dev: $(STAMP)  ## the dev stack with two local factories, until Ctrl-C
 	$(BIN)/gigafactory dev
 
-test: $(STAMP)  ## lint, type-check and the whole test suite (what CI runs)
+test: $(STAMP) agents  ## lint, type-check and the whole test suite (what CI runs)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy gigafactory workflows activities routing api launch bench
@@ -30,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/gigafactory bench --jobs 200 --factories 2
 
 clean:
-	rm -rf $(VENV) .gigafactory .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(AIDER_VENV) tools/agents/node_modules .gigafactory .mypy_cache .ruff_cache .pytest_cache

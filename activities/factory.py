@@ -1,10 +1,18 @@
 """The factory's activity: run one job's engine as a subprocess, under a lease epoch.
 
-`run_agent` prepares the workspace, starts the agent in its own process group, streams its
-merged stdout/stderr to a local file and, in chunks, to the control plane, heartbeats the
-lease with checkpoint details, enforces the job's timeout, and on cancellation stops the
-agent (SIGTERM, then SIGKILL after a grace period) and returns a checkpoint. At the end it
-uploads the whole log as the `agent.log` artifact and works out the run's cost.
+`run_agent` prepares the workspace (a git worktree when the job names a repository,
+`activities.workspace`), starts the agent under a supervisor that keeps its whole process
+tree together (`activities.supervisor`), streams its merged stdout/stderr to a local file
+and, in chunks, to the control plane, heartbeats the lease with checkpoint details, enforces
+the job's timeout, and on cancellation stops the agent and its tools (SIGINT for agent CLIs,
+SIGTERM, then SIGKILL within the grace period, `activities.proctree`) and returns a
+checkpoint. At the end it uploads the whole log as the `agent.log` artifact, reads what the
+agent reported (cost, tokens, session), commits the agent's changes to the job's branch and
+uploads their diff; a stopped run also pushes its branch to the work remote and uploads
+what another factory needs to resume its agent session.
+
+The factory's other activities publish a job's branch (`ship_branch`) and remove a job's
+worktree (`remove_workspace`).
 
 A report refused as `Fenced` means a newer attempt owns the job: this run is a zombie, so
 its agent is killed at once and the activity fails with a non-retryable `Fenced` error.
@@ -15,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import inspect
 import logging
 import os
+import shutil
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,26 +38,33 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.engines.base import Engine, EngineCommand
+from activities.engines.base import AgentReport, Engine, EngineCommand, EngineContext
 from activities.engines.registry import ENGINES
+from activities.proctree import alive, kill_tree, stop_supervised
 from activities.reporter import Fenced, FleetReporter
+from activities.workspace import DIFF_ARTIFACT, Workspace, WorkspaceError, Workspaces
 from gigafactory.contracts import (
+    REMOVE_WORKSPACE,
     RUN_AGENT,
+    SHIP_BRANCH,
     SIGNAL_AGENT_STARTED,
     AgentCheckpoint,
     AgentStarted,
+    RemoveWorkspaceInput,
+    RemoveWorkspaceResult,
     RunAgentInput,
     RunAgentResult,
+    ShipBranchInput,
+    ShipBranchResult,
 )
 from gigafactory.durations import format_duration
-from gigafactory.models import RunOutcome
+from gigafactory.models import CostSource, JobSpec, RunOutcome
+from gigafactory.pricing import PriceTable, parse_model_prices
 
 __all__ = [
     "FactoryActivities",
     "LOG_ARTIFACT",
-    "group_alive",
-    "signal_group",
-    "stop_process_group",
+    "SESSION_ARTIFACT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +73,8 @@ T = TypeVar("T")
 
 LOG_ARTIFACT = "agent.log"
 LOG_CONTENT_TYPE = "text/plain"
+# What another factory needs to resume the agent's session (engine-specific files).
+SESSION_ARTIFACT = "session.tar.gz"
 # Temporal throttles heartbeats to 0.8 x the heartbeat timeout; beating every second keeps
 # the lease fresh for any timeout the workflow sets, at no cost.
 HEARTBEAT_INTERVAL_S = 1.0
@@ -77,73 +97,6 @@ PRIVATE_ENV_PREFIXES = ("FLEET_", "TEMPORAL_")
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-# --- process groups ---------------------------------------------------------------------------
-def signal_group(pgid: int, sig: signal.Signals) -> None:
-    """Send `sig` to every process of group `pgid`; a group that is gone is not an error."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError as err:
-        logger.warning("cannot send %s to process group %d: %s", sig.name, pgid, err)
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` is still running (zombies do not count).
-
-    Zombies are skipped because an orphaned agent child is reaped by the machine's init,
-    which in a container may never happen; they hold no resources but their pid.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may itself contain spaces and parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-async def stop_process_group(
-    proc: asyncio.subprocess.Process, grace_s: float, *, poll_s: float = 0.05
-) -> int:
-    """Stop an agent and everything it started: SIGTERM its group, SIGKILL what is left.
-
-    Args:
-        proc: the agent, started with `start_new_session=True` (its pid is its group id).
-        grace_s: how long the group has to exit after SIGTERM.
-        poll_s: how often to look.
-
-    Returns:
-        The agent's return code (negative: killed by that signal).
-    """
-    pgid = proc.pid
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace_s
-    signal_group(pgid, signal.SIGTERM)
-    while loop.time() < deadline:
-        if proc.returncode is not None and not group_alive(pgid):
-            break
-        await asyncio.sleep(poll_s)
-    if group_alive(pgid):
-        logger.warning("process group %d still running %gs after SIGTERM: SIGKILL", pgid, grace_s)
-        signal_group(pgid, signal.SIGKILL)
-    return await proc.wait()
 
 
 async def _finish_anyway(coro: Coroutine[Any, Any, T]) -> T:
@@ -203,6 +156,11 @@ class FactoryActivities:
         engines: Mapping[str, Engine] | None = None,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         max_log_artifact_bytes: int = MAX_LOG_ARTIFACT_BYTES,
+        stop_interrupt_s: float = 3.0,
+        agent_home: Path | None = None,
+        prices: PriceTable | None = None,
+        agent_models: Mapping[str, str] | None = None,
+        workspaces: Workspaces | None = None,
     ) -> None:
         """Create the activities.
 
@@ -212,10 +170,17 @@ class FactoryActivities:
             workspace_root: jobs with a relative `cwd` run under
                 `<workspace_root>/<productId>/<jobId>/`.
             log_chunk_interval_s: how often streamed log text is sent.
-            stop_grace_s: SIGTERM -> SIGKILL delay when an agent is stopped.
+            stop_grace_s: how long a stopped agent's tree has before SIGKILL.
             engines: the engines this factory offers (default: every adapter).
             heartbeat_interval_s: how often the lease is heartbeated.
             max_log_artifact_bytes: a longer log is uploaded as its last this-many bytes.
+            stop_interrupt_s: how long an agent CLI has after SIGINT before SIGTERM.
+            agent_home: the agent CLIs' homes, one folder per engine (default:
+                `<workspace_root>/.agent-homes`).
+            prices: the per-model price table (default: `gigafactory.pricing`'s).
+            agent_models: the model each engine runs with when a job names none.
+            workspaces: the git worktrees and mirrors (default: mirrors beside
+                `workspace_root`, no work, ship or forge configuration).
         """
         self.factory_id = factory_id
         self.reporter = reporter
@@ -225,10 +190,63 @@ class FactoryActivities:
         self.engines: Mapping[str, Engine] = dict(ENGINES if engines is None else engines)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_log_artifact_bytes = max_log_artifact_bytes
+        self.stop_interrupt_s = stop_interrupt_s
+        self.agent_home = (agent_home or self.workspace_root / ".agent-homes").resolve()
+        self.prices = prices or parse_model_prices(None)
+        self.agent_models = dict(agent_models or {})
+        self.workspaces = workspaces or Workspaces(
+            self.workspace_root.parent / f"{self.workspace_root.name}-mirrors",
+            self.workspace_root,
+        )
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for worker registration."""
-        return [self.run_agent]
+        return [self.run_agent, self.ship_branch, self.remove_workspace]
+
+    def context(self, engine: Engine) -> EngineContext:
+        """The home, environment, prices and default model `engine` runs with here."""
+        return EngineContext(
+            home=self.agent_home / engine.name,
+            env=agent_environment(),
+            prices=self.prices,
+            model=self.agent_models.get(engine.name),
+        )
+
+    @activity.defn(name=SHIP_BRANCH.name)
+    async def ship_branch(self, inp: ShipBranchInput) -> ShipBranchResult:
+        """Publish `gigafactory/<jobId>`: push it to the ship remote (and run the forge
+        command, if the factory has one). Idempotent.
+
+        Raises:
+            ApplicationError: type `ShipRefused` (non-retryable), with the reason, when the
+                branch is unknown or the push or the forge command was refused.
+        """
+        try:
+            shipped = await asyncio.to_thread(
+                self.workspaces.ship,
+                job_id=inp.job_id,
+                repo=inp.repo,
+                commit=inp.commit,
+                title=inp.title,
+            )
+        except WorkspaceError as err:
+            logger.warning("job %s: ship refused: %s", inp.job_id, err)
+            raise ApplicationError(str(err), type="ShipRefused", non_retryable=True) from None
+        return ShipBranchResult(
+            branch=shipped.branch,
+            commit=shipped.commit,
+            remote=shipped.remote,
+            output=shipped.output,
+            url=shipped.url,
+        )
+
+    @activity.defn(name=REMOVE_WORKSPACE.name)
+    async def remove_workspace(self, inp: RemoveWorkspaceInput) -> RemoveWorkspaceResult:
+        """Remove a job's worktree and local branch (shipped, cancelled or expired job)."""
+        removed = await asyncio.to_thread(
+            self.workspaces.remove, job_id=inp.job_id, product_id=inp.product_id, repo=inp.repo
+        )
+        return RemoveWorkspaceResult(removed=removed)
 
     @activity.defn(name=RUN_AGENT.name)
     async def run_agent(self, inp: RunAgentInput) -> RunAgentResult:
@@ -261,11 +279,28 @@ class FactoryActivities:
                 f"(it offers: {offered})",
                 inp.checkpoint,
             )
+        workspace: Workspace | None = None
         try:
-            workdir, job_root = self._workdir(inp)
+            if spec.repo:
+                workspace = await asyncio.to_thread(
+                    self.workspaces.prepare,
+                    job_id=inp.job_id,
+                    product_id=inp.product_id,
+                    repo=spec.repo,
+                    base_ref=spec.base_ref,
+                    checkpoint=inp.checkpoint,
+                )
+            workdir, job_root = self._workdir(inp, workspace)
             scratch = job_root / ".gigafactory" / f"epoch-{inp.epoch}"
             scratch.mkdir(parents=True, exist_ok=True)
-        except _Refused as refused:
+        except (_Refused, WorkspaceError) as refused:
+            if workspace is not None:
+                await asyncio.to_thread(
+                    self.workspaces.remove,
+                    job_id=inp.job_id,
+                    product_id=inp.product_id,
+                    repo=spec.repo,
+                )
             return _early_failure(started_at, str(refused), inp.checkpoint)
         except OSError as err:
             return _early_failure(
@@ -274,22 +309,73 @@ class FactoryActivities:
                 inp.checkpoint,
             )
         checkpoint = self._resume_from(inp)
+        ctx = self.context(engine)
+        if checkpoint and engine.interrupt_first:
+            checkpoint = await self._restore_session(inp, engine, ctx, workdir, checkpoint)
         try:
-            command = engine.build_command(spec, workdir, checkpoint, scratch=scratch)
+            command = _build(engine, spec, workdir, checkpoint, scratch, ctx)
         except (ValueError, OSError) as err:
             return _early_failure(
                 started_at, f"engine {engine.name} cannot run this job: {err}", checkpoint
             )
         run = _AgentRun(self, inp, engine, command, workdir, scratch, checkpoint, started_at)
+        run.ctx = ctx
+        run.workspace = workspace
         return await run.execute()
 
-    def _workdir(self, inp: RunAgentInput) -> tuple[Path, Path]:
+    async def _restore_session(
+        self,
+        inp: RunAgentInput,
+        engine: Engine,
+        ctx: EngineContext,
+        workdir: Path,
+        checkpoint: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The checkpoint to build the command from: its session restored here when an
+        earlier attempt ran elsewhere, or left out when it cannot be resumed here."""
+        session = checkpoint.get("sessionId")
+        if not isinstance(session, str) or not session:
+            return checkpoint
+        if await asyncio.to_thread(engine.has_session, ctx, session, workdir):
+            return checkpoint
+        bundle_id = checkpoint.get("sessionBundle")
+        if isinstance(bundle_id, str):
+            try:
+                bundle = await self.reporter.download_artifact(
+                    inp.job_id, inp.product_id, inp.epoch, bundle_id
+                )
+                await asyncio.to_thread(engine.restore_session, ctx, session, workdir, bundle)
+            except Fenced:
+                raise
+            except Exception as err:
+                logger.warning("job %s: session %s not restored: %s", inp.job_id, session, err)
+            if await asyncio.to_thread(engine.has_session, ctx, session, workdir):
+                logger.info(
+                    "job %s: session %s restored from the last attempt", inp.job_id, session
+                )
+                return checkpoint
+        logger.warning(
+            "job %s: session %s cannot be resumed on factory %s: starting a new one",
+            inp.job_id,
+            session,
+            self.factory_id,
+        )
+        return {k: v for k, v in checkpoint.items() if k not in ("sessionId", "sessionBundle")}
+
+    def _workdir(self, inp: RunAgentInput, workspace: Workspace | None) -> tuple[Path, Path]:
         """The agent's working directory (created when relative) and the job's own folder."""
         for segment in (inp.product_id, inp.job_id):
             if segment in ("", ".", "..") or "/" in segment or "\\" in segment:
                 raise _Refused(f"cannot make a workspace for job id {segment!r}")
         job_root = self.workspace_root / inp.product_id / inp.job_id
         cwd = Path(inp.spec.cwd).expanduser()
+        if workspace is not None:
+            workdir = (workspace.path / cwd).resolve()
+            top = workspace.path.resolve()
+            if workdir != top and top not in workdir.parents:
+                raise _Refused(f"working directory {inp.spec.cwd} leaves the job's worktree")
+            workdir.mkdir(parents=True, exist_ok=True)
+            return workdir, job_root
         if cwd.is_absolute():
             if not cwd.exists():
                 raise _Refused(
@@ -322,6 +408,32 @@ class FactoryActivities:
         return progress or None
 
 
+def agent_environment() -> dict[str, str]:
+    """The factory's environment without its own configuration and credentials."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIXES)}
+
+
+def _build(
+    engine: Engine,
+    spec: JobSpec,
+    workdir: Path,
+    checkpoint: dict[str, Any] | None,
+    scratch: Path,
+    ctx: EngineContext,
+) -> EngineCommand:
+    """`engine.build_command`, with the context when the adapter takes one (adapters written
+    before contexts existed do not)."""
+    if "ctx" in inspect.signature(engine.build_command).parameters:
+        return engine.build_command(spec, workdir, checkpoint, scratch=scratch, ctx=ctx)
+    return engine.build_command(spec, workdir, checkpoint, scratch=scratch)
+
+
+def _supervised(argv: list[str], grace_s: float) -> list[str]:
+    """`argv` under the supervisor that keeps the agent's process tree together."""
+    linger = f"{max(0.1, min(1.0, grace_s / 2)):g}"
+    return [sys.executable, "-m", "activities.supervisor", "--linger", linger, "--", *argv]
+
+
 def _early_failure(
     started_at: datetime, reason: str, checkpoint: dict[str, Any] | None
 ) -> RunAgentResult:
@@ -344,6 +456,8 @@ class _AgentRun:
     flusher: asyncio.Task[None]
     announcer: asyncio.Task[None]
     began: float
+    ctx: EngineContext | None = None
+    workspace: Workspace | None = None
 
     def __init__(
         self,
@@ -367,7 +481,9 @@ class _AgentRun:
         # The job's product may give its agents longer (or shorter) to stop.
         self.grace_s = owner.stop_grace_s if inp.stop_grace_s is None else inp.stop_grace_s
         self.log_path = scratch / LOG_ARTIFACT
-        self.progress: dict[str, Any] = dict(checkpoint or {})
+        # What the run started from (a resumed session's cumulative counters), for `report`.
+        self.start: dict[str, Any] = {**(checkpoint or {}), **command.progress}
+        self.progress: dict[str, Any] = dict(self.start)
         self.log_seq = 0  # last chunk the control plane accepted
         self.pending: list[str] = []  # streamed text not yet accepted
         self.pending_chars = 0
@@ -386,17 +502,21 @@ class _AgentRun:
         except OSError as err:
             return self._failure(f"cannot write the log on factory {self.owner.factory_id}: {err}")
         argv = self.command.argv
+        env = self._env()
         try:
+            if shutil.which(argv[0], path=env.get("PATH")) is None:
+                raise FileNotFoundError(f"{argv[0]} not found on PATH or not executable")
             self.proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *_supervised(argv, self.grace_s),
                 cwd=self.workdir,
-                env=self._env(),
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL
                 if self.command.stdin is None
                 else asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                # Its own process group, so the agent and all it spawns stop together.
+                # The supervisor leads a session of its own: a Ctrl-C at the factory's
+                # terminal must not reach agents, which are stopped on purpose or not at all.
                 start_new_session=True,
             )
         except OSError as err:
@@ -424,7 +544,7 @@ class _AgentRun:
             return await self._supervise()
         except Fenced as err:
             # A newer attempt owns the job: this one must not touch anything any more.
-            signal_group(self.proc.pid, signal.SIGKILL)
+            kill_tree(self.proc.pid, include_root=True)
             logger.error("%s: fenced, agent killed: %s", self.label, err)
             raise ApplicationError(f"fenced: {err}", type="Fenced", non_retryable=True) from err
         finally:
@@ -451,17 +571,14 @@ class _AgentRun:
     async def _on_exit(self) -> RunAgentResult:
         code = self.proc.returncode
         assert code is not None
-        if group_alive(self.proc.pid):
-            # The job is over when its agent exits: what it left running is stopped too.
-            logger.info("%s: agent exited, stopping the processes it left behind", self.label)
-            await stop_process_group(self.proc, self.grace_s)
+        # The supervisor stopped what the agent left running before it exited itself.
         if code == 0:
             return await self._finish(RunOutcome.SUCCEEDED, None, code)
         return await self._finish(RunOutcome.FAILED, self._exit_reason(code), code)
 
     async def _on_timeout(self, timeout_s: float) -> RunAgentResult:
         logger.warning("%s: timed out after %gs, stopping the agent", self.label, timeout_s)
-        code = await stop_process_group(self.proc, self.grace_s)
+        code = await self._stop()
         return await self._finish(
             RunOutcome.TIMED_OUT, f"timed out after {format_duration(timeout_s)}", code
         )
@@ -471,7 +588,7 @@ class _AgentRun:
     ) -> RunAgentResult:
         shutdown = details is not None and details.worker_shutdown and not details.cancel_requested
         logger.info("%s: cancellation received (%s), stopping the agent", self.label, details)
-        code = await stop_process_group(self.proc, self.grace_s)
+        code = await self._stop()
         if not shutdown:
             return await self._finish(RunOutcome.CANCELLED, _cancel_reason(details), code)
         # Temporal does not accept "cancelled" for a cancel nobody requested; failing with a
@@ -484,10 +601,19 @@ class _AgentRun:
             non_retryable=True,
         )
 
+    async def _stop(self) -> int:
+        return await stop_supervised(
+            self.proc,
+            self.grace_s,
+            interrupt=self.engine.interrupt_first,
+            interrupt_s=self.owner.stop_interrupt_s,
+        )
+
     async def _finish(
         self, outcome: RunOutcome, reason: str | None, returncode: int | None
     ) -> RunAgentResult:
-        """Drain the output, send the last chunk, upload the log, compute the cost."""
+        """Drain the output, send the last chunk, upload the log, read the agent's report,
+        commit and publish the workspace."""
         await asyncio.wait({self.pump}, timeout=DRAIN_TIMEOUT_S)
         if not self.pump.done():
             logger.warning("%s: output still open %gs after exit", self.label, DRAIN_TIMEOUT_S)
@@ -495,18 +621,41 @@ class _AgentRun:
         await self._stop_flusher()
         await self._flush()
         log_text, artifact_id = await self._upload_log()
-        cost, estimated = self._cost(log_text)
+        artifacts = [artifact_id] if artifact_id else []
+        report = self._report(log_text)
+        self.progress.update(report.progress)
+        if report.error and outcome == RunOutcome.SUCCEEDED:
+            outcome, reason = RunOutcome.FAILED, report.error
+        cost, source = self._cost(report)
+        stopped = outcome == RunOutcome.CANCELLED
+        if stopped and report.session_id:
+            artifacts += await self._save_session(report.session_id)
+        commit = None
+        if self.workspace is not None:
+            commit, diff_id, problem = await self._publish(self.workspace, outcome, stopped)
+            artifacts += [diff_id] if diff_id else []
+            if problem and outcome == RunOutcome.SUCCEEDED:
+                outcome, reason = RunOutcome.FAILED, problem
+            elif problem:
+                reason = f"{reason}; {problem}" if reason else problem
         await asyncio.wait({self.announcer}, timeout=ANNOUNCE_TIMEOUT_S)
         result = RunAgentResult(
             outcome=outcome,
             exit_code=_exit_code(returncode),
             cost_usd=cost,
-            cost_estimated=estimated,
+            cost_estimated=source == CostSource.ESTIMATE,
             reason=reason,
             started_at=self.started_at,
             finished_at=_utcnow(),
             checkpoint=dict(self.progress) or None,
-            artifacts=[artifact_id] if artifact_id else [],
+            artifacts=artifacts,
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+            session_id=report.session_id,
+            model=report.model,
+            cost_source=source,
+            branch=self.workspace.branch if self.workspace else None,
+            commit=commit,
         )
         logger.info(
             "%s: %s (exit code %s, cost $%g%s)%s",
@@ -514,15 +663,102 @@ class _AgentRun:
             outcome.value,
             result.exit_code,
             cost,
-            " estimated" if estimated else "",
+            f" from {source.value}" if source else "",
             f": {reason}" if reason else "",
         )
         return result
 
+    def _report(self, log_text: str) -> AgentReport:
+        try:
+            return self.engine.report(log_text, self.start, self.ctx)
+        except Exception:
+            logger.exception("%s: %s could not read its report", self.label, self.engine.name)
+            return AgentReport()
+
+    def _cost(self, report: AgentReport) -> tuple[float, CostSource | None]:
+        """The agent's figure (or tokens x prices), else the job's estimate, else 0."""
+        if report.cost_usd is not None:
+            return report.cost_usd, report.cost_source or CostSource.CLI
+        estimate = self.inp.spec.estimated_cost_usd
+        if estimate is not None:
+            return estimate, CostSource.ESTIMATE
+        return 0.0, None
+
+    async def _save_session(self, session_id: str) -> list[str]:
+        """Upload what another factory needs to resume the session; its artifact id."""
+        if self.ctx is None:
+            return []
+        try:
+            bundle = await asyncio.to_thread(
+                self.engine.save_session, self.ctx, session_id, self.workdir
+            )
+            if bundle is None:
+                return []
+            artifact_id = await self.owner.reporter.upload_artifact(
+                self.inp.job_id,
+                self.inp.product_id,
+                self.inp.epoch,
+                SESSION_ARTIFACT,
+                bundle,
+                "application/gzip",
+            )
+        except Fenced:
+            raise
+        except Exception as err:
+            logger.warning("%s: session %s not saved: %s", self.label, session_id, err)
+            return []
+        self.progress.update(sessionBundle=artifact_id, sessionFactory=self.owner.factory_id)
+        return [artifact_id]
+
+    async def _publish(
+        self, workspace: Workspace, outcome: RunOutcome, stopped: bool
+    ) -> tuple[str | None, str | None, str | None]:
+        """Commit the agent's changes, upload the diff and, for a stopped run, push the
+        branch to the work remote. Returns (commit, diff artifact id, problem)."""
+        what = "WIP, stopped" if stopped else outcome.value
+        message = (
+            f"gigafactory: job {self.inp.job_id} epoch {self.inp.epoch} ({what})\n\n"
+            f"Engine {self.engine.name} on factory {self.owner.factory_id}.\n"
+        )
+        workspaces = self.owner.workspaces
+        try:
+            commit = await asyncio.to_thread(workspaces.commit, workspace, message)
+            diff = await asyncio.to_thread(workspaces.diff, workspace)
+        except (WorkspaceError, OSError) as err:
+            return None, None, f"cannot commit the agent's changes: {err}"
+        self.progress.update(workspace.checkpoint(commit))
+        await asyncio.to_thread(workspaces.touch, workspace.path)
+        diff_id = None
+        if diff:
+            try:
+                diff_id = await self.owner.reporter.upload_artifact(
+                    self.inp.job_id,
+                    self.inp.product_id,
+                    self.inp.epoch,
+                    DIFF_ARTIFACT,
+                    diff,
+                    "text/x-diff",
+                )
+            except Fenced:
+                raise
+            except Exception as err:
+                logger.warning("%s: %s not uploaded: %s", self.label, DIFF_ARTIFACT, err)
+        if stopped:
+            try:
+                remote = await asyncio.to_thread(workspaces.push_work, workspace)
+            except WorkspaceError as err:
+                return (
+                    commit,
+                    diff_id,
+                    f"the work so far stays on factory {self.owner.factory_id}: {err}",
+                )
+            self.progress["pushedTo"] = remote
+        return commit, diff_id, None
+
     async def _cleanup(self) -> None:
         """Whatever happened, no agent process and no helper task outlives the activity."""
-        if group_alive(self.proc.pid):
-            signal_group(self.proc.pid, signal.SIGKILL)
+        if alive(self.proc.pid):
+            kill_tree(self.proc.pid, include_root=True)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -549,7 +785,7 @@ class _AgentRun:
             self.heartbeat()
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_ENV_PREFIXES)}
+        env = agent_environment()
         env.update(self.command.env)
         env.update(
             {
@@ -576,20 +812,6 @@ class _AgentRun:
         if self.last_line and len(self.last_line) <= MAX_REASON_LINE_CHARS:
             reason += f": {self.last_line}"
         return reason
-
-    def _cost(self, log_text: str) -> tuple[float, bool]:
-        """(cost, estimated): the agent's own figure, else the job's estimate, else 0."""
-        try:
-            parsed = self.engine.parse_cost(log_text)
-        except Exception:
-            logger.exception("%s: %s could not parse its cost", self.label, self.engine.name)
-            parsed = None
-        if parsed is not None:
-            return parsed, False
-        estimate = self.inp.spec.estimated_cost_usd
-        if estimate is not None:
-            return estimate, True
-        return 0.0, False
 
     async def _announce(self) -> None:
         """Signal `agent_started` to the job's workflow (it moves the job to `running`)."""

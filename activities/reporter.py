@@ -74,6 +74,17 @@ class FleetReporter(Protocol):
         """
         ...
 
+    async def download_artifact(
+        self, job_id: str, product_id: str, epoch: int, artifact_id: str
+    ) -> bytes:
+        """The bytes of one of the job's artifacts (an earlier attempt's session bundle).
+
+        Raises:
+            Fenced: `epoch` is stale.
+            ReportRejected: the artifact is unknown or the API refused.
+        """
+        ...
+
 
 class HttpReporter:
     """`FleetReporter` over the fleet API, authenticated with the factory token.
@@ -144,6 +155,18 @@ class HttpReporter:
                 response.status_code,
             ) from err
         return str(artifact_id)
+
+    async def download_artifact(
+        self, job_id: str, product_id: str, epoch: int, artifact_id: str
+    ) -> bytes:
+        """`GET /fleet/jobs/{id}/artifacts/{artifactId}/content?productId=&epoch=`."""
+        response = await self._request(
+            "GET",
+            f"/fleet/jobs/{quote(job_id, safe='')}/artifacts/{quote(artifact_id, safe='')}/content",
+            what=f"artifact {artifact_id} of job {job_id}",
+            params={"epoch": str(epoch), "productId": product_id},
+        )
+        return response.content
 
     async def _request(
         self,
@@ -273,6 +296,16 @@ class RecordingReporter:
             digest, job_id, product_id, epoch, name, data, content_type
         )
         return digest
+
+    async def download_artifact(
+        self, job_id: str, product_id: str, epoch: int, artifact_id: str
+    ) -> bytes:
+        """The bytes of an artifact this reporter kept."""
+        self._check(job_id, epoch, f"artifact {artifact_id}")
+        artifact = self.artifacts.get(artifact_id)
+        if artifact is None or artifact.job_id != job_id:
+            raise ReportRejected(f"job {job_id} has no artifact {artifact_id}", 404)
+        return artifact.data
 
     def log_chunks(self, job_id: str, epoch: int | None = None) -> list[RecordedLogChunk]:
         """A job's chunks (of one epoch, or all) in (epoch, seq) order."""

@@ -15,6 +15,7 @@ from gigafactory.models import (
     ApiKey,
     Artifact,
     CamelModel,
+    CostSource,
     DependencyKind,
     FactoryStatus,
     Job,
@@ -96,6 +97,14 @@ class JobFieldsIn(RequestModel):
     )
     routing_weights: dict[str, float] | None = Field(
         default=None, description='Weight overrides for this job only, e.g. {"load": 4}.'
+    )
+    repo: str | None = Field(
+        default=None,
+        description="A repository (path or git URL the factory reaches): the job runs in a "
+        "git worktree on branch gigafactory/<jobId> (see docs/agents.md).",
+    )
+    base_ref: str | None = Field(
+        default=None, description="The branch, tag or commit that branch starts from."
     )
 
     def job_fields(self) -> dict[str, Any]:
@@ -245,6 +254,13 @@ class RunOut(CamelModel):
     cost_estimated: bool = False
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    branch: str | None = None
+    commit: str | None = None
 
 
 class RunList(CamelModel):

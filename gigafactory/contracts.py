@@ -17,6 +17,7 @@ from gigafactory.budgets import AdmissionResult
 from gigafactory.models import (
     CamelModel,
     ChildSpec,
+    CostSource,
     JobSpec,
     Priority,
     RunOutcome,
@@ -318,6 +319,13 @@ class FinishRunInput(CamelModel):
     checkpoint: dict[str, Any] | None = None
     # FLEET_BUDGETS when the job was submitted: only then may its run raise a budget alert.
     budgets_enforced: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    branch: str | None = None
+    commit: str | None = None
 
 
 # --- the factory's activity -------------------------------------------------------------------
@@ -353,6 +361,56 @@ class RunAgentResult(CamelModel):
     finished_at: datetime
     checkpoint: dict[str, Any] | None = None
     artifacts: list[str] = Field(default_factory=list)
+    # What the agent CLI reported (None: unknown). Added later: defaults keep old histories.
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    # A job with a repository: its branch and the commit the run ended on.
+    branch: str | None = None
+    commit: str | None = None
+
+
+# What a run reports beyond its outcome and cost, carried as is into its run record.
+RUN_DETAIL_FIELDS: set[str] = set(
+    {"input_tokens", "output_tokens", "session_id", "model", "cost_source", "branch", "commit"}
+)
+
+
+class ShipBranchInput(CamelModel):
+    """Activity input: publish a job's branch `gigafactory/<jobId>` (push, or a forge command)."""
+
+    job_id: str
+    product_id: str
+    repo: str
+    # The commit to ship (the run's); None: whatever the branch holds.
+    commit: str | None = None
+    title: str | None = None
+
+
+class ShipBranchResult(CamelModel):
+    """Activity output: where the branch went and what the forge command said."""
+
+    branch: str
+    commit: str
+    remote: str
+    output: str = ""
+    url: str | None = None
+
+
+class RemoveWorkspaceInput(CamelModel):
+    """Activity input: remove a job's worktree (and its local branch) from this factory."""
+
+    job_id: str
+    product_id: str
+    repo: str | None = None
+
+
+class RemoveWorkspaceResult(CamelModel):
+    """Activity output: whether there was a worktree to remove."""
+
+    removed: bool
 
 
 class BudgetAdmitInput(CamelModel):
@@ -406,3 +464,7 @@ CONTROL_ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
 )
 # The activity every factory runs, on its own task queue.
 RUN_AGENT = ActivityDef("factory.run_agent", RunAgentInput, RunAgentResult)
+SHIP_BRANCH = ActivityDef("factory.ship_branch", ShipBranchInput, ShipBranchResult)
+REMOVE_WORKSPACE = ActivityDef(
+    "factory.remove_workspace", RemoveWorkspaceInput, RemoveWorkspaceResult
+)

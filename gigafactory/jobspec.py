@@ -39,6 +39,11 @@ The settings table
     ``params``             a JSON object handed to the engine, e.g. ``{"durationS": 2}``
     ``failurePolicy``      for a parent: ``fail-fast`` (default) or ``continue``
     ``preferredLabels``    comma-separated factory labels that score higher (affinity)
+    ``repo``               a repository (path or git URL the factory can reach): the job
+                           runs in a git worktree on branch ``gigafactory/<jobId>``; also
+                           ``repository``
+    ``base``               the branch, tag or commit that branch starts from (default: the
+                           repository's HEAD); also ``baseRef``
     anything else          kept as a label: column name -> cell text
     =====================  ==============================================================
 
@@ -137,6 +142,10 @@ _SETTINGS_COLUMNS: dict[str, str] = {
     "params": "params",
     "failurepolicy": "failurePolicy",
     "preferredlabels": "preferredLabels",
+    "repo": "repo",
+    "repository": "repo",
+    "base": "baseRef",
+    "baseref": "baseRef",
 }
 _CHILD_COLUMNS: dict[str, str] = {
     **_SETTINGS_COLUMNS,

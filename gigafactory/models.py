@@ -20,6 +20,7 @@ __all__ = [
     "Artifact",
     "CamelModel",
     "ChildSpec",
+    "CostSource",
     "DependencyKind",
     "EnrollmentToken",
     "Event",
@@ -58,6 +59,7 @@ KNOWN_ENGINES: tuple[str, ...] = (
     "codex",
     "aider",
     "gemini",
+    "opencode",
     "devin",
     "shell",
     "sim",
@@ -132,6 +134,14 @@ class DependencyKind(StrEnum):
     FINISHED = "finished"
 
 
+class CostSource(StrEnum):
+    """Where a run's cost comes from."""
+
+    CLI = "cli"  # the agent CLI's own figure
+    PRICE_TABLE = "price_table"  # tokens x the factory's per-model price table
+    ESTIMATE = "estimate"  # the job's estimated cost
+
+
 class RunOutcome(StrEnum):
     """How one attempt (run) of a job ended."""
 
@@ -180,6 +190,11 @@ class JobSpec(CamelModel):
     # For a parent: what a failing child does to the others (gigafactory.dag).
     failure_policy: Literal["fail-fast", "continue"] = "fail-fast"
     cancel_running_on_failure: bool = False
+    # A repository (a path or a git URL the factory can reach) to run in: the agent works in
+    # a git worktree on branch `gigafactory/<jobId>` made from `base_ref` (default: the
+    # repository's HEAD), and `cwd`, when relative, is inside that worktree.
+    repo: str | None = None
+    base_ref: str | None = None
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -194,6 +209,37 @@ class JobSpec(CamelModel):
         if value not in KNOWN_ENGINES:
             raise ValueError(f"unknown engine {value!r}; known engines: {', '.join(KNOWN_ENGINES)}")
         return value
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or value.startswith("-") or any(ord(c) < 32 for c in value):
+            raise ValueError(
+                f"invalid repository {value!r}: give a path or a git URL the factory can reach"
+            )
+        return value.strip()
+
+    @field_validator("base_ref")
+    @classmethod
+    def _base_ref_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip()
+        bad = (
+            not text
+            or text.startswith(("-", "/"))
+            or text.endswith(("/", ".lock", "."))
+            or ".." in text
+            or "@{" in text
+            or any(ord(c) <= 32 or c in "~^:?*[\\" for c in text)
+        )
+        if bad:
+            raise ValueError(
+                f"invalid base ref {value!r}: give a branch, tag or commit of the repository"
+            )
+        return text
 
     @field_validator("product_id")
     @classmethod
@@ -273,6 +319,13 @@ class Run(CamelModel):
     cost_estimated: bool = False
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    branch: str | None = None
+    commit: str | None = None
 
 
 class Artifact(CamelModel):

@@ -65,6 +65,26 @@ class Settings(BaseSettings):
     # How soon a running agent learns of a cancel or preemption (its heartbeat's answer).
     cancel_check_s: float = Field(default=2.0, gt=0)
     enrollment_ttl_s: float = Field(default=3600.0, gt=0)
+    # Agent CLIs are stopped with SIGINT first (they report what they spent); how long they
+    # get before SIGTERM, within stop_grace_s.
+    stop_interrupt_s: float = Field(default=3.0, ge=0)
+
+    # Agents (docs/agents.md). Prices: JSON {model: {inputPerMtok, outputPerMtok}} over the
+    # defaults of gigafactory.pricing. Models: JSON {engine: model}, the model an engine uses
+    # when a job's params name none.
+    model_prices: str | None = None
+    agent_models: str | None = None
+
+    # Workspaces (jobs with a repository). The work remote receives WIP branches of stopped
+    # runs (default: the repository itself; `{name}` is the repository's name); the ship
+    # remote receives shipped branches (default: the repository); a forge command, when set,
+    # is run instead of the push to ship (placeholders {branch}, {base}, {title}, {repo},
+    # {remote}), e.g. `gh pr create --head {branch} --base {base} --title {title} --fill`.
+    work_remote: str | None = None
+    ship_remote: str | None = None
+    forge_command: str | None = None
+    # How long a finished job's worktree is kept before `factory cleanup` removes it.
+    workspace_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
 
     # Limits.
     max_spec_bytes: int = 256 * 1024
@@ -90,3 +110,13 @@ class Settings(BaseSettings):
     @property
     def workspace_dir(self) -> Path:
         return self.data_dir / "workspaces"
+
+    @property
+    def mirror_dir(self) -> Path:
+        """Bare mirrors of the repositories jobs name, one folder per factory below it."""
+        return self.data_dir / "mirrors"
+
+    @property
+    def agent_home_dir(self) -> Path:
+        """The agent CLIs' homes (config, sessions), one folder per factory below it."""
+        return self.data_dir / "agent-homes"

@@ -7,6 +7,7 @@ Temporal only through its own task queue, so it can run on any machine that reac
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -20,10 +21,19 @@ from temporalio.client import Client
 from activities.engines.registry import ENGINES, available_engines
 from activities.factory import FactoryActivities
 from activities.reporter import HttpReporter
+from activities.workspace import Workspaces
+from gigafactory.pricing import parse_model_prices
 from gigafactory.settings import Settings
 from launch.workers import factory_worker
 
-__all__ = ["FactoryRevoked", "FactoryRuntime", "enroll_factory", "token_path"]
+__all__ = [
+    "FactoryRevoked",
+    "FactoryRuntime",
+    "agent_models",
+    "enroll_factory",
+    "factory_workspaces",
+    "token_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +90,36 @@ def _message(response: httpx.Response) -> str:
         return response.text
 
 
+def agent_models(settings: Settings) -> dict[str, str]:
+    """`FLEET_AGENT_MODELS`: the model each engine runs with when a job names none.
+
+    Raises:
+        ValueError: the setting is not a JSON object of strings.
+    """
+    if not settings.agent_models:
+        return {}
+    try:
+        value = json.loads(settings.agent_models)
+    except ValueError as err:
+        raise ValueError(f"FLEET_AGENT_MODELS is not valid JSON: {err}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError('FLEET_AGENT_MODELS must be a JSON object {"engine": "model"}')
+    return value
+
+
+def factory_workspaces(settings: Settings, factory_id: str) -> Workspaces:
+    """The worktrees and mirrors of one factory, as the settings configure them."""
+    return Workspaces(
+        settings.mirror_dir / factory_id,
+        settings.workspace_dir / factory_id,
+        work_remote=settings.work_remote,
+        ship_remote=settings.ship_remote,
+        forge_command=settings.forge_command,
+    )
+
+
 class FactoryRuntime:
     """Runs one factory: heartbeats capacity and health, and polls `factory-<id>`."""
 
@@ -110,6 +150,11 @@ class FactoryRuntime:
             log_chunk_interval_s=settings.log_chunk_interval_s,
             stop_grace_s=settings.stop_grace_s,
             engines={name: ENGINES[name] for name in self.engines},
+            stop_interrupt_s=settings.stop_interrupt_s,
+            agent_home=settings.agent_home_dir / factory_id,
+            prices=parse_model_prices(settings.model_prices),
+            agent_models=agent_models(settings),
+            workspaces=factory_workspaces(settings, factory_id),
         )
 
     async def heartbeat(self, http: httpx.AsyncClient) -> None:

@@ -45,7 +45,8 @@ def factory_worker(
     *,
     cancel_check_s: float = 2.0,
 ) -> Worker:
-    """A factory's worker: its own task queue, exactly `slots` concurrent agents.
+    """A factory's worker: its own task queue, exactly `slots` concurrent agents (the same
+    slots serve `ship_branch` and `remove_workspace`, which are short).
 
     Heartbeats reach the server at least every `cancel_check_s` (the SDK otherwise
     throttles them to 80% of the lease timeout), because a cancellation or preemption
@@ -54,7 +55,7 @@ def factory_worker(
     return Worker(
         client,
         task_queue=factory_task_queue(factory_id),
-        activities=[activities.run_agent],
+        activities=activities.all(),
         max_concurrent_activities=slots,
         max_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),
         default_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),

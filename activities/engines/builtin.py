@@ -6,7 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from activities.engines.base import Engine, EngineCommand, last_marker_cost, scratch_dir
+from activities.engines.base import (
+    Engine,
+    EngineCommand,
+    EngineContext,
+    last_marker_cost,
+    scratch_dir,
+)
 from gigafactory.models import JobSpec
 
 __all__ = ["ShellEngine", "SimEngine", "SimParams"]
@@ -31,6 +37,7 @@ class ShellEngine(Engine):
         checkpoint: dict[str, Any] | None,
         *,
         scratch: Path | None = None,
+        ctx: EngineContext | None = None,
     ) -> EngineCommand:
         script = scratch_dir(workdir, scratch) / "job.sh"
         script.write_text(spec.prompt if spec.prompt.endswith("\n") else spec.prompt + "\n")
@@ -92,6 +99,7 @@ class SimEngine(Engine):
         checkpoint: dict[str, Any] | None,
         *,
         scratch: Path | None = None,
+        ctx: EngineContext | None = None,
     ) -> EngineCommand:
         params = SimParams(spec.params)
         elapsed = (checkpoint or {}).get("elapsedS", 0.0)

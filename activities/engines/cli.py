@@ -1,174 +1,126 @@
-"""Adapters for agent CLIs installed on a factory: claude-code, codex, aider, gemini, devin.
+"""What the agent-CLI adapters share, and the Devin adapter (the one CLI not yet run here).
 
-Each adapter knows one CLI's non-interactive invocation, its unattended ("yolo") switch and,
-where the CLI prints one, how to read its cost. The flags were checked against each tool's
-public documentation (noted per adapter) but not against an installed binary: none of these
-CLIs is installed where this was written. The prompt is always passed so that a prompt
-starting with `-` cannot be mistaken for an option (`--` or `--flag=value`).
+Each CLI adapter lives in a module of its own (`claude`, `codex`, `gemini`, `opencode`,
+`aider`); docs/agents.md says what each needs on a factory. The helpers here give every CLI
+a home of its own under the factory's data directory, read JSON output (one object per
+line, or pretty-printed over several lines) and turn cumulative counters into per-run ones.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from activities.engines.base import PROGRESS_MARKER, Engine, EngineCommand, parse_marker
+from activities.engines.base import Engine, EngineCommand, EngineContext, scratch_dir
 from gigafactory.models import JobSpec
 
 __all__ = [
-    "AiderEngine",
-    "ClaudeCodeEngine",
-    "CodexEngine",
+    "RESUME_PROMPT",
     "DevinEngine",
-    "GeminiEngine",
+    "cli_env",
+    "context_for",
+    "delta",
+    "json_documents",
+    "json_object",
+    "model_for",
+    "non_negative_int",
+    "session_of",
 ]
 
+# What a resumed session is told: the original task is already in its history.
+RESUME_PROMPT = (
+    "You were interrupted. Continue the task from where you stopped; it is in this "
+    "conversation above."
+)
 
-class ClaudeCodeEngine(Engine):
-    """Anthropic's Claude Code: `claude -p --output-format stream-json --verbose -- <prompt>`.
 
-    Print mode (`-p`) runs one task and exits; `stream-json` (which needs `--verbose` in print
-    mode) prints one JSON event per line, ending with a `result` event that carries
-    `total_cost_usd`. yolo adds `--dangerously-skip-permissions` (no tool-permission prompts,
-    which would otherwise stall an unattended run). Source: the Claude Code CLI reference
-    (docs.anthropic.com/en/docs/claude-code/cli-reference).
+def context_for(ctx: EngineContext | None, workdir: Path, scratch: Path | None) -> EngineContext:
+    """`ctx`, or a throwaway one whose home is under the run's scratch directory."""
+    if ctx is not None:
+        return ctx
+    return EngineContext(home=scratch_dir(workdir, scratch) / "home", env=dict(os.environ))
 
-    The session id of the run is kept as checkpoint progress (`sessionId`) for operators, but
-    a resumed job is not started with `--resume`: Claude Code keeps sessions on the machine
-    that ran them, and a requeued job usually lands on another factory.
+
+def cli_env(ctx: EngineContext) -> dict[str, str]:
+    """HOME and the XDG folders inside the engine's home, never the operator's."""
+    home = ctx.home
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
+
+
+def model_for(spec: JobSpec, ctx: EngineContext) -> str | None:
+    """The job's `params.model`, else the factory's model for the engine."""
+    model = spec.params.get("model")
+    if isinstance(model, str) and model.strip():
+        return model.strip()
+    return ctx.model
+
+
+def session_of(checkpoint: Mapping[str, Any] | None) -> str | None:
+    """The session id an earlier attempt left in the checkpoint, if any."""
+    value = (checkpoint or {}).get("sessionId")
+    return value if isinstance(value, str) and value else None
+
+
+def non_negative_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return int(value)
+
+
+def delta(now: float | None, checkpoint: Mapping[str, Any] | None, key: str) -> float | None:
+    """This run's share of a counter the CLI reports cumulatively over a resumed session:
+    `now` minus what the checkpoint recorded under `key` (never below 0)."""
+    if now is None:
+        return None
+    before = (checkpoint or {}).get(key)
+    if isinstance(before, bool) or not isinstance(before, int | float):
+        before = 0
+    return max(0.0, now - before)
+
+
+def json_object(line: str) -> dict[str, Any] | None:
+    """The JSON object on one line, or None."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_documents(text: str) -> Iterator[dict[str, Any]]:
+    """Every JSON object that starts a line of `text`, single- or multi-line, in order.
+
+    Agent logs mix stdout and stderr, so objects are found by decoding from each line that
+    starts with `{`; what does not decode is skipped.
     """
-
-    name = "claude-code"
-    executable = "claude"
-
-    def build_command(
-        self,
-        spec: JobSpec,
-        workdir: Path,
-        checkpoint: dict[str, Any] | None,
-        *,
-        scratch: Path | None = None,
-    ) -> EngineCommand:
-        argv = ["claude", "-p", "--output-format", "stream-json", "--verbose"]
-        if spec.yolo:
-            argv.append("--dangerously-skip-permissions")
-        argv += ["--", spec.prompt]
-        return EngineCommand(argv=argv)
-
-    def parse_cost(self, log_text: str) -> float | None:
-        for line in reversed(log_text.splitlines()):
-            event = _json_object(line)
-            if event is None or event.get("type") != "result":
+    decoder = json.JSONDecoder()
+    position = 0
+    while position < len(text):
+        end = text.find("\n", position)
+        end = len(text) if end < 0 else end
+        if text.startswith("{", position):
+            try:
+                value, stop = decoder.raw_decode(text, position)
+            except ValueError:
+                value, stop = None, end
+            if isinstance(value, dict):
+                yield value
+                position = max(stop, position + 1)
                 continue
-            # Older releases called the field `cost_usd`.
-            for key in ("total_cost_usd", "cost_usd"):
-                usd = event.get(key)
-                if isinstance(usd, int | float) and not isinstance(usd, bool):
-                    return float(usd)
-        return None
-
-    def parse_progress(self, line: str) -> dict[str, Any] | None:
-        event = _json_object(line)
-        if event is None:
-            return parse_marker(line, PROGRESS_MARKER)
-        session = event.get("session_id")
-        if event.get("type") == "system" and isinstance(session, str):
-            return {"sessionId": session}
-        return None
-
-
-class CodexEngine(Engine):
-    """OpenAI's Codex CLI: `codex exec --skip-git-repo-check <mode> -- <prompt>`.
-
-    `codex exec` is the non-interactive mode. Without yolo it runs `--full-auto` (sandboxed:
-    the agent may edit files in its workspace but not reach the network or the rest of the
-    machine); yolo runs `--dangerously-bypass-approvals-and-sandbox` (no sandbox, no
-    approvals), meant for machines that are themselves sandboxes. `--skip-git-repo-check`
-    because a job's workspace is often not a git repository. Sources: developers.openai.com
-    (codex exec) and the openai/codex docs (sandbox.md).
-
-    Codex prints token counts, not a price, so the cost is unknown here (None) and the
-    job's estimate is used.
-    """
-
-    name = "codex"
-    executable = "codex"
-
-    def build_command(
-        self,
-        spec: JobSpec,
-        workdir: Path,
-        checkpoint: dict[str, Any] | None,
-        *,
-        scratch: Path | None = None,
-    ) -> EngineCommand:
-        mode = "--dangerously-bypass-approvals-and-sandbox" if spec.yolo else "--full-auto"
-        return EngineCommand(
-            argv=["codex", "exec", "--skip-git-repo-check", mode, "--", spec.prompt]
-        )
-
-
-_AIDER_COST = re.compile(r"Cost: \$(\d+(?:\.\d+)?) message, \$(\d+(?:\.\d+)?) session\.")
-
-
-class AiderEngine(Engine):
-    """Aider: `aider --no-pretty --message=<prompt>`, plus `--yes-always` when yolo.
-
-    `--message` runs one instruction and exits; `--no-pretty` drops colours and boxes from
-    the log; `--yes-always` answers yes to every confirmation (without it an unattended run
-    declines them, stdin being empty). After each reply aider prints
-    `Cost: $0.01 message, $0.05 session.`: the run's cost is the last session figure.
-    Sources: aider.chat/docs/scripting.html and aider's `base_coder.py`.
-    """
-
-    name = "aider"
-    executable = "aider"
-
-    def build_command(
-        self,
-        spec: JobSpec,
-        workdir: Path,
-        checkpoint: dict[str, Any] | None,
-        *,
-        scratch: Path | None = None,
-    ) -> EngineCommand:
-        argv = ["aider", "--no-pretty", f"--message={spec.prompt}"]
-        if spec.yolo:
-            argv.append("--yes-always")
-        return EngineCommand(argv=argv)
-
-    def parse_cost(self, log_text: str) -> float | None:
-        matches = _AIDER_COST.findall(log_text)
-        return float(matches[-1][1]) if matches else None
-
-
-class GeminiEngine(Engine):
-    """Google's Gemini CLI: `gemini --prompt=<prompt>`, plus `--yolo` when yolo.
-
-    `-p/--prompt` is headless mode (one prompt, then exit); `-y/--yolo` approves every tool
-    call. Newer releases prefer `--approval-mode=yolo` and call `--yolo` deprecated but
-    still accept it. Gemini prints no cost (None). Source: geminicli.com/docs/cli and
-    `gemini --help` output quoted in public posts.
-    """
-
-    name = "gemini"
-    executable = "gemini"
-
-    def build_command(
-        self,
-        spec: JobSpec,
-        workdir: Path,
-        checkpoint: dict[str, Any] | None,
-        *,
-        scratch: Path | None = None,
-    ) -> EngineCommand:
-        argv = ["gemini"]
-        if spec.yolo:
-            argv.append("--yolo")
-        argv.append(f"--prompt={spec.prompt}")
-        return EngineCommand(argv=argv)
+        position = end + 1
 
 
 class DevinEngine(Engine):
@@ -178,11 +130,12 @@ class DevinEngine(Engine):
     single-turn mode (print the answer, exit), `--` before the prompt, and
     `--permission-mode bypass` as the mode that auto-approves every tool call (its
     in-session alias is `/yolo`); no `--yolo` flag is documented. The CLI prints no cost
-    (None).
+    (None). Unlike the other CLIs it has not been run by a test here.
     """
 
     name = "devin"
     executable = "devin"
+    interrupt_first = True
 
     def build_command(
         self,
@@ -191,20 +144,10 @@ class DevinEngine(Engine):
         checkpoint: dict[str, Any] | None,
         *,
         scratch: Path | None = None,
+        ctx: EngineContext | None = None,
     ) -> EngineCommand:
         argv = ["devin"]
         if spec.yolo:
             argv += ["--permission-mode", "bypass"]
         argv += ["-p", "--", spec.prompt]
         return EngineCommand(argv=argv)
-
-
-def _json_object(line: str) -> dict[str, Any] | None:
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
+from activities.engines.aider import AiderEngine
 from activities.engines.base import Engine
 from activities.engines.builtin import ShellEngine, SimEngine
-from activities.engines.cli import (
-    AiderEngine,
-    ClaudeCodeEngine,
-    CodexEngine,
-    DevinEngine,
-    GeminiEngine,
-)
+from activities.engines.claude import ClaudeCodeEngine
+from activities.engines.cli import DevinEngine
+from activities.engines.codex import CodexEngine
+from activities.engines.gemini import GeminiEngine
+from activities.engines.opencode import OpencodeEngine
 
 __all__ = ["ENGINES", "available_engines"]
 
@@ -28,6 +27,7 @@ ENGINES: Mapping[str, Engine] = {
         CodexEngine(),
         AiderEngine(),
         GeminiEngine(),
+        OpencodeEngine(),
         DevinEngine(),
     )
 }

@@ -94,10 +94,22 @@ async def get_artifact(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def get_artifact_content(
-    job_id: str, artifact_id: str, key: CallerDep, services: ServicesDep
+    job_id: str,
+    artifact_id: str,
+    caller: PrincipalDep,
+    services: ServicesDep,
+    epoch: Annotated[int | None, Query(ge=0)] = None,
+    product_id: Annotated[str | None, Query(alias="productId")] = None,
 ) -> Response:
-    """An artifact's bytes, with its content type."""
-    return _download(*await services.artifacts.content(key, job_id, artifact_id))
+    """An artifact's bytes, with its content type.
+
+    A factory may read the artifacts of a job whose current lease it holds (`epoch`): a
+    resumed attempt restores the agent session an earlier attempt uploaded.
+    """
+    content = await services.artifacts.content_for(
+        caller, job_id, artifact_id, epoch=epoch, product_id=product_id
+    )
+    return _download(*content)
 
 
 @router.delete("/{artifact_id}", status_code=204, response_class=Response)

@@ -100,16 +100,19 @@ class ArtifactService:
         return stored
 
     async def _job_for(
-        self, caller: Principal, job_id: str, epoch: int | None, product_id: str | None
+        self,
+        caller: Principal,
+        job_id: str,
+        epoch: int | None,
+        product_id: str | None,
+        what: str = "artifact",
     ) -> Job:
         if caller.factory is not None:
             if epoch is None:
                 raise InvalidInput(
                     "a factory must pass the lease epoch it runs under", field="epoch"
                 )
-            return await self.jobs.assigned(
-                caller.factory.id, job_id, product_id, epoch, what="artifact"
-            )
+            return await self.jobs.assigned(caller.factory.id, job_id, product_id, epoch, what=what)
         assert caller.key is not None
         job = await self.jobs.get(caller.key, job_id)
         if product_id is not None and product_id != job.product_id:
@@ -136,12 +139,35 @@ class ArtifactService:
     async def content(self, key: ApiKey, job_id: str, artifact_id: str) -> tuple[Artifact, bytes]:
         """An artifact's metadata and bytes."""
         artifact = await self.get(key, job_id, artifact_id)
+        return artifact, await self._bytes(artifact)
+
+    async def _bytes(self, artifact: Artifact) -> bytes:
         try:
-            return artifact, await self.blobs.get(_blob_key(artifact))
+            return await self.blobs.get(_blob_key(artifact))
         except NotFound:
             raise NotFoundError(
                 f"the content of artifact {artifact.id} is missing from the blob store"
             ) from None
+
+    async def content_for(
+        self,
+        caller: Principal,
+        job_id: str,
+        artifact_id: str,
+        *,
+        epoch: int | None = None,
+        product_id: str | None = None,
+    ) -> tuple[Artifact, bytes]:
+        """An artifact's bytes for a person, or for the factory holding the job's current
+        lease (`epoch`): a resumed attempt restores what an earlier one uploaded."""
+        if caller.key is not None:
+            return await self.content(caller.key, job_id, artifact_id)
+        job = await self._job_for(caller, job_id, epoch, product_id, what="artifact read")
+        try:
+            artifact = await self.store.get_artifact(job.id, job.product_id, artifact_id)
+        except NotFound:
+            raise NotFoundError(f"job {job.id} has no artifact {artifact_id}") from None
+        return artifact, await self._bytes(artifact)
 
     async def delete(self, key: ApiKey, job_id: str, artifact_id: str) -> None:
         """Delete an artifact (operators): its metadata first (it disappears from listings),

@@ -8,12 +8,19 @@ from typing import Annotated
 
 import typer
 
+from gigafactory.durations import format_duration, parse_duration
 from gigafactory.files import write_private
 from gigafactory.temporal_client import connect_temporal
 from launch.cli.admin import factory_app
 from launch.cli.client import CliError, resolve_api_url
 from launch.cli.context import configure_logging, handles_errors, settings_from
-from launch.factory_runtime import FactoryRevoked, FactoryRuntime, enroll_factory, token_path
+from launch.factory_runtime import (
+    FactoryRevoked,
+    FactoryRuntime,
+    enroll_factory,
+    factory_workspaces,
+    token_path,
+)
 
 __all__ = ["split_list"]
 
@@ -113,3 +120,37 @@ def factory_run(
         asyncio.run(run())
     except FactoryRevoked as err:
         raise CliError(f"{err}; enroll again with a new enrollment token") from None
+
+
+@factory_app.command("cleanup")
+@handles_errors
+def factory_cleanup(
+    ctx: typer.Context,
+    factory_id: Annotated[str, typer.Option("--id", help="This factory's id.")],
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="Unused for longer than this (default FLEET_WORKSPACE_RETENTION_S)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+) -> None:
+    """Remove the job worktrees (and local branches) this factory has not used for a while.
+
+    A worktree is kept after its job ends, so the job can be shipped; the control plane
+    removes it when the job is shipped or cancelled, and this command removes the rest.
+    """
+    settings = settings_from(ctx)
+    configure_logging(settings.log_level)
+    try:
+        retention = parse_duration(older_than) if older_than else settings.workspace_retention_s
+    except ValueError as err:
+        raise CliError(f"--older-than: {err}", code=2) from None
+    workspaces = factory_workspaces(settings, factory_id)
+    expired = workspaces.expired(retention)
+    for product_id, job_id in expired:
+        if not dry_run:
+            workspaces.remove(job_id=job_id, product_id=product_id, repo=None)
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {product_id}/{job_id}")
+    typer.echo(
+        f"{len(expired)} worktree(s) unused for more than {format_duration(retention)}"
+        f"{' (dry run)' if dry_run else ''}"
+    )

@@ -54,13 +54,25 @@ def test_an_unknown_requested_engine_is_an_error(tmp_path: Path) -> None:
         available_engines(["cladue"], fake_bin(tmp_path))
 
 
+SESSION = "<session>"  # stands for the session id claude-code chooses per run
+QUIET_AIDER = [
+    "--no-pretty",
+    "--no-stream",
+    "--no-auto-commits",
+    "--no-gitignore",
+    "--no-check-update",
+    "--analytics-disable",
+    "--no-show-model-warnings",
+]
+
+
 @pytest.mark.parametrize(
     ("engine", "yolo", "argv"),
     [
         (
             "claude-code",
             False,
-            ["claude", "-p", "--output-format", "stream-json", "--verbose", "--", PROMPT],
+            ["claude", "-p", "--output-format", "json", "--session-id", SESSION, "--", PROMPT],
         ),
         (
             "claude-code",
@@ -69,30 +81,70 @@ def test_an_unknown_requested_engine_is_an_error(tmp_path: Path) -> None:
                 "claude",
                 "-p",
                 "--output-format",
-                "stream-json",
-                "--verbose",
+                "json",
                 "--dangerously-skip-permissions",
+                "--session-id",
+                SESSION,
                 "--",
                 PROMPT,
             ],
         ),
-        ("codex", False, ["codex", "exec", "--skip-git-repo-check", "--full-auto", "--", PROMPT]),
+        (
+            "codex",
+            False,
+            [
+                "codex",
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "workspace-write",
+                "--",
+                PROMPT,
+            ],
+        ),
         (
             "codex",
             True,
             [
                 "codex",
                 "exec",
+                "--json",
                 "--skip-git-repo-check",
                 "--dangerously-bypass-approvals-and-sandbox",
                 "--",
                 PROMPT,
             ],
         ),
-        ("aider", False, ["aider", "--no-pretty", f"--message={PROMPT}"]),
-        ("aider", True, ["aider", "--no-pretty", f"--message={PROMPT}", "--yes-always"]),
-        ("gemini", False, ["gemini", f"--prompt={PROMPT}"]),
-        ("gemini", True, ["gemini", "--yolo", f"--prompt={PROMPT}"]),
+        (
+            "aider",
+            False,
+            ["aider", f"--message={PROMPT}", *QUIET_AIDER, "<history>", "<input-history>"],
+        ),
+        (
+            "aider",
+            True,
+            [
+                "aider",
+                f"--message={PROMPT}",
+                *QUIET_AIDER,
+                "<history>",
+                "<input-history>",
+                "--yes-always",
+            ],
+        ),
+        ("gemini", False, ["gemini", "--output-format", "json", f"--prompt={PROMPT}"]),
+        ("gemini", True, ["gemini", "--output-format", "json", "--yolo", f"--prompt={PROMPT}"]),
+        (
+            "opencode",
+            False,
+            ["opencode", "run", "--format", "json", "--dir", "<workdir>", "--", PROMPT],
+        ),
+        (
+            "opencode",
+            True,
+            ["opencode", "run", "--format", "json", "--dir", "<workdir>", "--auto", "--", PROMPT],
+        ),
         ("devin", False, ["devin", "-p", "--", PROMPT]),
         ("devin", True, ["devin", "--permission-mode", "bypass", "-p", "--", PROMPT]),
     ],
@@ -100,7 +152,13 @@ def test_an_unknown_requested_engine_is_an_error(tmp_path: Path) -> None:
 def test_cli_adapter_argv(engine: str, yolo: bool, argv: list[str], tmp_path: Path) -> None:
     command = ENGINES[engine].build_command(spec(engine, yolo), tmp_path, None, scratch=tmp_path)
 
-    assert command.argv == argv
+    placeholders = {
+        SESSION: command.progress.get("sessionId"),
+        "<workdir>": str(tmp_path),
+        "<history>": f"--chat-history-file={tmp_path.parent / 'aider.chat.history.md'}",
+        "<input-history>": f"--input-history-file={tmp_path.parent / 'aider.input.history'}",
+    }
+    assert command.argv == [placeholders.get(arg, arg) for arg in argv]
     assert command.stdin is None
     assert ENGINES[engine].executable == argv[0]
 

@@ -746,3 +746,26 @@ def test_failure_policy_and_preferred_labels_columns() -> None:
     assert [c.id for c in spec.children] == ["a"]
     with pytest.raises(JobSpecError, match="failurePolicy|failure"):
         parse_job_spec("| engine | failurePolicy |\n|---|---|\n| sim | sometimes |\n\np\n")
+
+
+def test_repo_and_base_columns() -> None:
+    spec = parse_job_spec(
+        "| engine | repo | base |\n|---|---|---|\n| codex | git@example.com:o/r.git | main |\n\nfix"
+    )
+    assert (spec.repo, spec.base_ref) == ("git@example.com:o/r.git", "main")
+    alias = parse_job_spec(
+        "| engine | repository | baseRef |\n|---|---|---|\n| shell | /r | v1 |\nx"
+    )
+    assert (alias.repo, alias.base_ref) == ("/r", "v1")
+    plain = parse_job_spec("| engine |\n|---|\n| shell |\nx")
+    assert (plain.repo, plain.base_ref) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("base", "main..dev"), ("base", "-x"), ("repo", "--upload-pack=x")]
+)
+def test_bad_repo_or_base_names_the_column(column: str, value: str) -> None:
+    with pytest.raises(JobSpecError) as caught:
+        parse_job_spec(f"| engine | {column} |\n|---|---|\n| shell | {value} |\nx", source="j.md")
+    assert caught.value.column == column
+    assert str(caught.value).startswith(f"j.md: column '{column}': invalid")
