@@ -3,7 +3,7 @@ routing outputs -> what events and the API record."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -71,8 +71,14 @@ def factory_view(factory: Factory, table: SlotTable | None, job_id: str) -> Fact
     )
 
 
-def running_jobs(tables: dict[str, SlotTable], exclude: str) -> list[RunningJob]:
-    """Every slot holder but `exclude`; one already being evicted is not preemptible."""
+def running_jobs(
+    tables: dict[str, SlotTable],
+    exclude: str,
+    min_runtime_s: Mapping[str, float] | None = None,
+) -> list[RunningJob]:
+    """Every slot holder but `exclude`; one already being evicted is not preemptible. A
+    product in `min_runtime_s` protects its jobs that long (others: the policy's minimum)."""
+    protect = min_runtime_s or {}
     return [
         RunningJob(
             job_id=r.job_id,
@@ -80,6 +86,7 @@ def running_jobs(tables: dict[str, SlotTable], exclude: str) -> list[RunningJob]
             priority=r.priority.value,
             started_at=r.reserved_at,
             preemptible=r.evicted_by is None,
+            min_runtime_s=protect.get(r.product_id),
         )
         for factory_id, table in tables.items()
         for r in table.reservations

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gigafactory.contracts import BeginAttemptInput, FinishRunInput, TransitionInput
+from gigafactory.contracts import (
+    RUN_DETAIL_FIELDS,
+    BeginAttemptInput,
+    FinishRunInput,
+    TransitionInput,
+)
 from gigafactory.models import TERMINAL_STAGES, Event, Job, Run, SpendRecord, Stage
 from gigafactory.services.errors import Conflict, Fenced
 from gigafactory.store.backend import NotFound
@@ -220,6 +225,7 @@ class Lifecycle:
                 cost_estimated=inp.cost_estimated,
                 reason=inp.reason,
                 checkpoint=inp.checkpoint,
+                **inp.model_dump(include=RUN_DETAIL_FIELDS),
             )
         )
         new_spend = await self.store.record_spend(

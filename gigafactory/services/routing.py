@@ -309,9 +309,21 @@ class RoutingService:
             return self.defaults
 
     async def policy_for(self, product_id: str) -> PreemptionPolicy:
-        """The fleet's preemption policy with the product's own fields over it."""
+        """The policy the product's jobs preempt under: the fleet's, with the product's own
+        preempting priorities (a victim's minimum runtime is its own product's, see
+        `_protection`)."""
         stored = await self.store.get_routing_weights(product_id)
         return self._effective_policy(stored.preemption if stored else PreemptionSettings())
+
+    async def _protection(self, products: set[str]) -> dict[str, float]:
+        """The products among `products` that protect their jobs with a minimum runtime of
+        their own: a product's policy decides how long its jobs are safe from eviction."""
+        protect: dict[str, float] = {}
+        for product_id in sorted(products):
+            stored = await self.store.get_routing_weights(product_id)
+            if stored is not None and stored.preemption.min_runtime_s is not None:
+                protect[product_id] = stored.preemption.min_runtime_s
+        return protect
 
     def _effective_policy(self, own: PreemptionSettings) -> PreemptionPolicy:
         policy = self.policy
@@ -319,8 +331,6 @@ class RoutingService:
             policy = dc_replace(
                 policy, preempting=frozenset(p.value for p in own.preempting_priorities)
             )
-        if own.min_runtime_s is not None:
-            policy = dc_replace(policy, min_runtime_s=own.min_runtime_s)
         return policy
 
     async def grace_for(self, product_id: str) -> float:
@@ -384,7 +394,9 @@ class RoutingService:
                 preempting_priorities=sorted(
                     (Priority(p) for p in policy.preempting), key=lambda p: p.rank
                 ),
-                min_runtime_s=policy.min_runtime_s,
+                min_runtime_s=(
+                    policy.min_runtime_s if own.min_runtime_s is None else own.min_runtime_s
+                ),
                 grace_s=self.settings.stop_grace_s if own.grace_s is None else own.grace_s,
             ),
             updated_at=stored.updated_at if stored else None,
@@ -440,9 +452,15 @@ class RoutingService:
                 takeable.append(factory_id)
         preemption = None
         if may_preempt and not takeable and not held:
-            running = running_jobs(snapshot.tables, exclude=request.job_id)
             policy = await self.policy_for(product_id)
-            preemption = select_with_preemption(request, running, views, ctx, weights, policy)
+            if request.priority in policy.preempting:
+                holders = {r.product_id for t in snapshot.tables.values() for r in t.reservations}
+                running = running_jobs(
+                    snapshot.tables,
+                    exclude=request.job_id,
+                    min_runtime_s=await self._protection(holders),
+                )
+                preemption = select_with_preemption(request, running, views, ctx, weights, policy)
         return RoutePlan(
             request=request,
             weights=weights,

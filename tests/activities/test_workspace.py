@@ -17,9 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.workspace import DIFF_ARTIFACT, Workspaces
 from gigafactory.contracts import RemoveWorkspaceInput, ShipBranchInput
-from launch.factory_runtime import factory_workspaces
 from gigafactory.models import RunOutcome
 from gigafactory.settings import Settings
+from launch.factory_runtime import factory_workspaces
 from tests.activities.conftest import Factory, job, wait_for
 from tests.support.agents import git, git_repo
 

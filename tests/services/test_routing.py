@@ -10,9 +10,17 @@ import pytest
 from temporalio.client import Client
 
 from gigafactory.contracts import RouteInput
-from gigafactory.models import Factory, PreemptionSettings, Priority, Role, RoutingWeights
+from gigafactory.models import (
+    Factory,
+    PreemptionSettings,
+    Priority,
+    Role,
+    RoutingWeights,
+    SlotReservation,
+)
 from gigafactory.services import Services
 from gigafactory.services.errors import Forbidden, InvalidInput
+from gigafactory.services.fleet_view import job_request
 from gigafactory.services.specs import Submission
 from gigafactory.store import FleetStore
 from routing import FleetWeights
@@ -101,7 +109,8 @@ async def test_a_products_preemption_policy_overlays_the_fleets(services: Servic
         preempting_priorities=[Priority.HIGH, Priority.CRITICAL], min_runtime_s=60, grace_s=3
     )
     policy = await services.routing.policy_for("acme")
-    assert policy.preempting == {"high", "critical"} and policy.min_runtime_s == 60
+    assert policy.preempting == {"high", "critical"}
+    assert policy.min_runtime_s == services.settings.preemption_min_runtime_s  # per victim
     assert await services.routing.grace_for("acme") == 3
     assert await services.routing.grace_for("beta") == services.settings.stop_grace_s
     # New weights without a policy keep the policy.
@@ -133,3 +142,31 @@ async def test_the_shadow_report_counts_placements_and_how_they_differ(
     assert later.decisions == 0
     with pytest.raises(InvalidInput):
         await services.routing.shadow_report(key(), "acme", window=timedelta(0))
+
+
+async def test_a_victims_own_product_decides_how_long_it_is_protected(services: Services) -> None:
+    """Two one-slot factories, each running a low job of another product; `a` would be the
+    victim (it sorts first), but its product protects its jobs for ten minutes."""
+    for factory_id in ("a", "b"):
+        await services.store.create_factory(
+            Factory(
+                id=factory_id, engines=["sim"], slots=1, enrolled_at=NOW, last_heartbeat_at=NOW
+            )  # fmt: skip
+        )
+    for factory_id, product in (("a", "safe"), ("b", "open")):
+        reservation = SlotReservation(
+            job_id=f"{product}-job", product_id=product, epoch=1, priority=Priority.LOW,
+            reserved_at=NOW - timedelta(seconds=20),  # young: the reaper leaves it alone
+        )  # fmt: skip
+        assert await services.store.reserve_slot(factory_id, 1, reservation)
+    request = RouteInput(job_id="urgent", product_id="acme", epoch=1, engine="sim",
+                         priority=Priority.CRITICAL, preemption=True)  # fmt: skip
+    unprotected = await services.routing.plan(
+        job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
+                    preferred_labels=[], waiting_since=NOW),  # fmt: skip
+        "acme", None, await services.routing.snapshot(), now=NOW, may_preempt=True,
+    )  # fmt: skip
+    assert unprotected.preemption is not None and unprotected.preemption.evict == ("safe-job",)
+    await services.routing.put_weights(key(), "safe", {}, PreemptionSettings(min_runtime_s=600))
+    routed = await services.routing.route(request)
+    assert (routed.factory_id, routed.evicted) == ("b", ["open-job"])

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         REQUEST_LOCK,
         ROUTE_JOB,
         RUN_AGENT,
+        RUN_DETAIL_FIELDS,
         SIGNAL_LOCK_RELEASE,
         BeginAttemptInput,
         BudgetAdmitInput,
@@ -337,6 +338,7 @@ class LeafStep:
                 reason=result.reason,
                 checkpoint=result.checkpoint,
                 budgets_enforced=rec.inp.timing.budgets,
+                **result.model_dump(include=RUN_DETAIL_FIELDS),
             ),
         )
         await self._report_spend(epoch, result)
