@@ -692,20 +692,13 @@ class _AgentRun:
             bundle = await asyncio.to_thread(
                 self.engine.save_session, self.ctx, session_id, self.workdir
             )
-            if bundle is None:
-                return []
-            artifact_id = await self.owner.reporter.upload_artifact(
-                self.inp.job_id,
-                self.inp.product_id,
-                self.inp.epoch,
-                SESSION_ARTIFACT,
-                bundle,
-                "application/gzip",
-            )
-        except Fenced:
-            raise
         except Exception as err:
             logger.warning("%s: session %s not saved: %s", self.label, session_id, err)
+            return []
+        if bundle is None:
+            return []
+        artifact_id = await self._upload(SESSION_ARTIFACT, bundle, "application/gzip")
+        if artifact_id is None:
             return []
         self.progress.update(sessionBundle=artifact_id, sessionFactory=self.owner.factory_id)
         return [artifact_id]
@@ -728,21 +721,7 @@ class _AgentRun:
             return None, None, f"cannot commit the agent's changes: {err}"
         self.progress.update(workspace.checkpoint(commit))
         await asyncio.to_thread(workspaces.touch, workspace.path)
-        diff_id = None
-        if diff:
-            try:
-                diff_id = await self.owner.reporter.upload_artifact(
-                    self.inp.job_id,
-                    self.inp.product_id,
-                    self.inp.epoch,
-                    DIFF_ARTIFACT,
-                    diff,
-                    "text/x-diff",
-                )
-            except Fenced:
-                raise
-            except Exception as err:
-                logger.warning("%s: %s not uploaded: %s", self.label, DIFF_ARTIFACT, err)
+        diff_id = await self._upload(DIFF_ARTIFACT, diff, "text/x-diff") if diff else None
         if stopped:
             try:
                 remote = await asyncio.to_thread(workspaces.push_work, workspace)
@@ -951,21 +930,21 @@ class _AgentRun:
         except OSError as err:
             logger.error("%s: cannot read %s: %s", self.label, self.log_path, err)
             data = f"[gigafactory: the local log could not be read: {err}]\n".encode()
+        artifact_id = await self._upload(LOG_ARTIFACT, data, LOG_CONTENT_TYPE)
+        return data.decode("utf-8", errors="replace"), artifact_id
+
+    async def _upload(self, name: str, data: bytes, content_type: str) -> str | None:
+        """Upload an artifact of this run; its id, or None when the upload failed for
+        another reason than fencing (which is logged; the run goes on)."""
         try:
-            artifact_id = await self.owner.reporter.upload_artifact(
-                self.inp.job_id,
-                self.inp.product_id,
-                self.inp.epoch,
-                LOG_ARTIFACT,
-                data,
-                LOG_CONTENT_TYPE,
+            return await self.owner.reporter.upload_artifact(
+                self.inp.job_id, self.inp.product_id, self.inp.epoch, name, data, content_type
             )
         except Fenced:
             raise
         except Exception as err:
-            logger.warning("%s: %s not uploaded: %s", self.label, LOG_ARTIFACT, err)
-            artifact_id = None
-        return data.decode("utf-8", errors="replace"), artifact_id
+            logger.warning("%s: %s not uploaded: %s", self.label, name, err)
+            return None
 
     def _read_log(self) -> bytes:
         limit = self.owner.max_log_artifact_bytes

@@ -15,16 +15,15 @@ from gigafactory.models import (
     ApiKey,
     Artifact,
     CamelModel,
-    CostSource,
     DependencyKind,
     FactoryStatus,
     Job,
     JobSpec,
+    JobView,
     Priority,
     Role,
-    RunOutcome,
+    Run,
     Stage,
-    WaitReason,
 )
 from gigafactory.services.factories import FactoryState
 from gigafactory.services.specs import Submission
@@ -171,33 +170,13 @@ class SubmitJob(JobFieldsIn):
         return Submission(fields=self.job_fields(), spec_text=self.spec)
 
 
-class JobOut(CamelModel):
+class JobOut(JobView):
     """A job as the API shows it."""
-
-    id: str
-    product_id: str
-    workflow_id: str
-    spec: JobSpec
-    stage: Stage
-    wait_reason: WaitReason | None = None
-    stage_reason: str | None = None
-    lease_epoch: int = 0
-    factory_id: str | None = None
-    parent_id: str | None = None
-    submitted_by: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    cost_usd: float = 0.0
-    exit_code: int | None = None
-    attempts: int = 0
-    fenced_reports: int = 0
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
         """The API view of a stored job."""
-        return cls.model_validate(job.model_dump(exclude={"etag"}))
+        return cls.model_validate(job.model_dump(include=set(cls.model_fields)))
 
 
 class JobList(CamelModel):
@@ -237,30 +216,9 @@ class EventList(CamelModel):
     continuation: str | None = None
 
 
-class RunOut(CamelModel):
-    """One attempt of a job on a factory."""
-
-    id: str
-    job_id: str
-    product_id: str
-    epoch: int
-    factory_id: str
-    engine: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    outcome: RunOutcome | None = None
-    exit_code: int | None = None
-    cost_usd: float = 0.0
-    cost_estimated: bool = False
-    reason: str | None = None
-    checkpoint: dict[str, Any] | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    session_id: str | None = None
-    model: str | None = None
-    cost_source: CostSource | None = None
-    branch: str | None = None
-    commit: str | None = None
+class RunOut(Run):
+    """One attempt of a job on a factory: its lease epoch, factory, times, outcome, cost
+    (and where the figure came from), tokens, agent session and commit."""
 
 
 class RunList(CamelModel):

@@ -17,9 +17,10 @@ from gigafactory.budgets import AdmissionResult
 from gigafactory.models import (
     CamelModel,
     ChildSpec,
-    CostSource,
     JobSpec,
     Priority,
+    RunDetails,
+    RunFields,
     RunOutcome,
     Stage,
     WaitReason,
@@ -301,31 +302,13 @@ class BeginAttemptInput(CamelModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class FinishRunInput(CamelModel):
+class FinishRunInput(RunFields):
     """Activity input: record how an attempt ended."""
 
-    job_id: str
-    product_id: str
-    epoch: int
-    factory_id: str
-    engine: str
-    started_at: datetime
     finished_at: datetime
     outcome: RunOutcome
-    exit_code: int | None = None
-    cost_usd: float = 0.0
-    cost_estimated: bool = False
-    reason: str | None = None
-    checkpoint: dict[str, Any] | None = None
     # FLEET_BUDGETS when the job was submitted: only then may its run raise a budget alert.
     budgets_enforced: bool = False
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    session_id: str | None = None
-    model: str | None = None
-    cost_source: CostSource | None = None
-    branch: str | None = None
-    commit: str | None = None
 
 
 # --- the factory's activity -------------------------------------------------------------------
@@ -349,8 +332,8 @@ class AgentCheckpoint(CamelModel):
     progress: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunAgentResult(CamelModel):
-    """Activity output: how the engine run ended."""
+class RunAgentResult(RunDetails):
+    """Activity output: how the engine run ended, and what the agent reported."""
 
     outcome: RunOutcome
     exit_code: int | None = None
@@ -361,21 +344,10 @@ class RunAgentResult(CamelModel):
     finished_at: datetime
     checkpoint: dict[str, Any] | None = None
     artifacts: list[str] = Field(default_factory=list)
-    # What the agent CLI reported (None: unknown). Added later: defaults keep old histories.
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    session_id: str | None = None
-    model: str | None = None
-    cost_source: CostSource | None = None
-    # A job with a repository: its branch and the commit the run ended on.
-    branch: str | None = None
-    commit: str | None = None
 
 
 # What a run reports beyond its outcome and cost, carried as is into its run record.
-RUN_DETAIL_FIELDS: set[str] = set(
-    {"input_tokens", "output_tokens", "session_id", "model", "cost_source", "branch", "commit"}
-)
+RUN_DETAIL_FIELDS: set[str] = set(RunDetails.model_fields)
 
 
 class ShipBranchInput(CamelModel):

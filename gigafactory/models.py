@@ -28,6 +28,7 @@ __all__ = [
     "FactoryStatus",
     "FLEET_PARTITION",
     "Job",
+    "JobView",
     "JobSpec",
     "KNOWN_ENGINES",
     "LogChunk",
@@ -42,6 +43,8 @@ __all__ = [
     "SpendRecord",
     "StoredBudget",
     "Run",
+    "RunDetails",
+    "RunFields",
     "RunOutcome",
     "SlotReservation",
     "SlotTable",
@@ -259,8 +262,8 @@ class JobSpec(CamelModel):
 ChildSpec.model_rebuild()
 
 
-class Job(CamelModel):
-    """The store's projection of a job: what the API and UI read fast."""
+class JobView(CamelModel):
+    """A job as everyone may read it: its spec, stage and why, lease, factory, cost, times."""
 
     id: str
     product_id: str
@@ -281,6 +284,11 @@ class Job(CamelModel):
     exit_code: int | None = None
     attempts: int = 0
     fenced_reports: int = 0
+
+
+class Job(JobView):
+    """The store's projection of a job: what the API and UI read fast."""
+
     # The last routing attempt that found no slot: a waiting job that still competes.
     routed_at: datetime | None = None
     etag: str | None = Field(default=None, exclude=True)
@@ -302,30 +310,42 @@ class Event(CamelModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Run(CamelModel):
-    """One attempt of a job on a factory, keyed by (job, lease epoch)."""
+class RunDetails(CamelModel):
+    """What a run reports beyond its outcome and cost (None: unknown); carried as is from the
+    agent's result into the run record."""
 
-    id: str  # "<jobId>.<epoch>"
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str | None = None
+    model: str | None = None
+    cost_source: CostSource | None = None
+    # A job with a repository: its branch and the commit the run ended on.
+    branch: str | None = None
+    commit: str | None = None
+
+
+class RunFields(RunDetails):
+    """What every record of one attempt says: its job, lease, factory, cost and reason."""
+
     job_id: str
     product_id: str
     epoch: int
     factory_id: str
     engine: str
     started_at: datetime
-    finished_at: datetime | None = None
-    outcome: RunOutcome | None = None
     exit_code: int | None = None
     cost_usd: float = 0.0
     cost_estimated: bool = False
     reason: str | None = None
     checkpoint: dict[str, Any] | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    session_id: str | None = None
-    model: str | None = None
-    cost_source: CostSource | None = None
-    branch: str | None = None
-    commit: str | None = None
+
+
+class Run(RunFields):
+    """One attempt of a job on a factory, keyed by (job, lease epoch)."""
+
+    id: str  # "<jobId>.<epoch>"
+    finished_at: datetime | None = None
+    outcome: RunOutcome | None = None
 
 
 class Artifact(CamelModel):

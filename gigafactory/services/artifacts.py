@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from dataclasses import dataclass
 
 from gigafactory.models import ApiKey, Artifact, Job, Role
 from gigafactory.services.access import Principal, require_role
@@ -40,22 +41,15 @@ def _artifact_id(job_id: str, epoch: int | None, name: str) -> str:
     return hashlib.sha256(f"{job_id}\0{epoch}\0{name}".encode()).hexdigest()[:16]
 
 
+@dataclass
 class ArtifactService:
     """A job's files."""
 
-    def __init__(
-        self,
-        store: FleetStore,
-        blobs: BlobStore,
-        settings: Settings,
-        jobs: JobService,
-        clock: Clock,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.settings = settings
-        self.jobs = jobs
-        self.clock = clock
+    store: FleetStore
+    blobs: BlobStore
+    settings: Settings
+    jobs: JobService
+    clock: Clock
 
     def too_large(self) -> TooLarge:
         """The refusal of an artifact over FLEET_MAX_ARTIFACT_BYTES."""

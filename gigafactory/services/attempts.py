@@ -8,6 +8,7 @@ the slot and wakes the jobs waiting for one; `fence` records a stale report.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from gigafactory.contracts import BeginAttemptInput, FenceInput, FinishRunInput
 from gigafactory.services.budgets import BudgetService
@@ -21,20 +22,14 @@ __all__ = ["AttemptService"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass
 class AttemptService:
     """The attempts of jobs, for the JobWorkflow's activities."""
 
-    def __init__(
-        self,
-        store: FleetStore,
-        lifecycle: Lifecycle,
-        budgets: BudgetService,
-        waiting: WaitingJobs,
-    ) -> None:
-        self.store = store
-        self.lifecycle = lifecycle
-        self.budgets = budgets
-        self.waiting = waiting
+    store: FleetStore
+    lifecycle: Lifecycle
+    budgets: BudgetService
+    waiting: WaitingJobs
 
     async def begin(self, inp: BeginAttemptInput) -> None:
         """Open lease `inp.epoch` on the routed factory."""

@@ -8,6 +8,7 @@ admin key (`FLEET_ADMIN_KEY`) may have any shape and is stored under the id "boo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from gigafactory.models import ApiKey, Factory, FactoryStatus, Role
@@ -31,11 +32,11 @@ _BAD_FACTORY_TOKEN = (
 )
 
 
+@dataclass
 class Authenticator:
     """Checks API keys and factory tokens against the store."""
 
-    def __init__(self, store: FleetStore) -> None:
-        self.store = store
+    store: FleetStore
 
     async def principal(self, token: str | None) -> Principal:
         """An API key or a factory token, whichever the caller presents."""

@@ -11,6 +11,7 @@ waits, pauses or alerts: the view says `enforced: false`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -72,30 +73,19 @@ class BudgetView(CamelModel):
 
 def _entry(record: SpendRecord) -> LedgerEntry:
     return LedgerEntry(
-        run_id=record.id,
-        job_id=record.job_id,
-        usd=record.usd,
-        estimated=record.estimated,
-        at=record.at,
+        run_id=record.id, **record.model_dump(include={"job_id", "usd", "estimated", "at"})
     )
 
 
+@dataclass
 class BudgetService:
     """Budgets of products."""
 
-    def __init__(
-        self,
-        store: FleetStore,
-        settings: Settings,
-        controllers: ControllerClient,
-        lifecycle: Lifecycle,
-        clock: Clock,
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.controllers = controllers
-        self.lifecycle = lifecycle
-        self.clock = clock
+    store: FleetStore
+    settings: Settings
+    controllers: ControllerClient
+    lifecycle: Lifecycle
+    clock: Clock
 
     def _scoped(self, key: ApiKey, product_id: str) -> None:
         require_role(key, Role.OPERATOR, "budgets")

@@ -3,6 +3,7 @@ with the stored budget when it is missing, then signalled, updated or queried.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation
@@ -33,13 +34,13 @@ def controller_summary(product_id: str) -> str:
     return f"budget controller of product {product_id}"
 
 
+@dataclass
 class ControllerClient:
     """Signals, updates and queries of product controllers, starting them when missing."""
 
-    def __init__(self, store: FleetStore, temporal: Client, task_queue: str) -> None:
-        self.store = store
-        self.temporal = temporal
-        self.task_queue = task_queue
+    store: FleetStore
+    temporal: Client
+    task_queue: str
 
     async def stored_config(self, product_id: str) -> BudgetConfig:
         """The product's budget as operators set it (the defaults: no ceiling)."""

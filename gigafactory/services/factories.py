@@ -94,16 +94,14 @@ def _check_engines(engines: Sequence[str]) -> None:
         )
 
 
+@dataclass
 class FactoryService:
     """The fleet's machines."""
 
-    def __init__(
-        self, store: FleetStore, settings: Settings, waiting: WaitingJobs, clock: Clock
-    ) -> None:
-        self.store = store
-        self.settings = settings
-        self.waiting = waiting
-        self.clock = clock
+    store: FleetStore
+    settings: Settings
+    waiting: WaitingJobs
+    clock: Clock
 
     # --- reading ------------------------------------------------------------------------------
     def _state(self, factory: Factory, table: SlotTable | None, now: datetime) -> FactoryState:

@@ -30,12 +30,12 @@ class HealthReport:
         return self.store == "ok" and self.temporal == "ok"
 
 
+@dataclass
 class HealthService:
     """Checks the store and Temporal, each within a few seconds."""
 
-    def __init__(self, store: FleetStore, temporal: Client) -> None:
-        self.store = store
-        self.temporal = temporal
+    store: FleetStore
+    temporal: Client
 
     async def check(self) -> HealthReport:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -47,16 +48,14 @@ class DagNode(CamelModel):
     children: list[DagNode] = Field(default_factory=list)
 
 
+@dataclass
 class JobTreeService:
     """Parents and their children."""
 
-    def __init__(
-        self, store: FleetStore, temporal: Client, settings: Settings, jobs: JobService
-    ) -> None:
-        self.store = store
-        self.temporal = temporal
-        self.settings = settings
-        self.jobs = jobs
+    store: FleetStore
+    temporal: Client
+    settings: Settings
+    jobs: JobService
 
     async def dag(self, key: ApiKey, job_id: str) -> DagNode:
         """The job and its descendants as a tree, each with stage, dependencies, factory,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -76,22 +77,15 @@ def timing_from(settings: Settings) -> JobTiming:
     )
 
 
+@dataclass
 class JobService:
     """Every operation on jobs, for the API, the web UI and the CLI (through the API)."""
 
-    def __init__(
-        self,
-        store: FleetStore,
-        temporal: Client,
-        settings: Settings,
-        lifecycle: Lifecycle,
-        clock: Clock,
-    ) -> None:
-        self.store = store
-        self.temporal = temporal
-        self.settings = settings
-        self.lifecycle = lifecycle
-        self.clock = clock
+    store: FleetStore
+    temporal: Client
+    settings: Settings
+    lifecycle: Lifecycle
+    clock: Clock
 
     # --- reading ------------------------------------------------------------------------------
     async def find(self, job_id: str, product_id: str | None = None) -> Job:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gigafactory.models import ApiKey, Role
 from gigafactory.security import API_KEY, hash_token, mint
@@ -18,12 +19,12 @@ __all__ = ["KeyService"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass
 class KeyService:
     """API keys, over the store; secrets are only ever stored hashed."""
 
-    def __init__(self, store: FleetStore, clock: Clock) -> None:
-        self.store = store
-        self.clock = clock
+    store: FleetStore
+    clock: Clock
 
     async def create(
         self, admin: ApiKey, *, name: str, role: Role, products: Sequence[str]

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 from gigafactory.contracts import (
-    RUN_DETAIL_FIELDS,
     BeginAttemptInput,
     FinishRunInput,
     TransitionInput,
@@ -51,11 +50,11 @@ class RunRecorded:
     job_cost_usd: float
 
 
+@dataclass
 class Lifecycle:
     """Stage transitions and events of jobs, over the store."""
 
-    def __init__(self, store: FleetStore) -> None:
-        self.store = store
+    store: FleetStore
 
     # --- events -------------------------------------------------------------------------------
     async def record_event(
@@ -210,23 +209,7 @@ class Lifecycle:
         """
         rid = run_id(inp.job_id, inp.epoch)
         await self.store.upsert_run(
-            Run(
-                id=rid,
-                job_id=inp.job_id,
-                product_id=inp.product_id,
-                epoch=inp.epoch,
-                factory_id=inp.factory_id,
-                engine=inp.engine,
-                started_at=inp.started_at,
-                finished_at=inp.finished_at,
-                outcome=inp.outcome,
-                exit_code=inp.exit_code,
-                cost_usd=inp.cost_usd,
-                cost_estimated=inp.cost_estimated,
-                reason=inp.reason,
-                checkpoint=inp.checkpoint,
-                **inp.model_dump(include=RUN_DETAIL_FIELDS),
-            )
+            Run(id=rid, **inp.model_dump(include=set(Run.model_fields) - {"id"}))
         )
         new_spend = await self.store.record_spend(
             SpendRecord(

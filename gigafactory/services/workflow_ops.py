@@ -3,6 +3,8 @@ a named lock's workflow, and ask whether a workflow is still running."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -17,12 +19,12 @@ from gigafactory.contracts import (
 __all__ = ["WorkflowOps"]
 
 
+@dataclass
 class WorkflowOps:
     """Lock requests and workflow status, over a Temporal client."""
 
-    def __init__(self, temporal: Client, task_queue: str) -> None:
-        self.temporal = temporal
-        self.task_queue = task_queue
+    temporal: Client
+    task_queue: str
 
     async def request_lock(self, inp: RequestLockInput) -> None:
         """Signal-with-start the lock's workflow (workflows cannot signal-with-start)."""
