@@ -14,22 +14,20 @@ from temporalio import activity
 
 from gigafactory.budgets import AdmissionResult
 from gigafactory.contracts import (
-    BEGIN_ATTEMPT,
     BUDGET_ADMIT,
-    FENCE_REPORT,
     FINISH_RUN,
     RECORD_TRANSITION,
     REQUEST_LOCK,
     ROUTE_JOB,
+    WITHDRAW,
     WORKFLOW_IS_OPEN,
-    BeginAttemptInput,
     BudgetAdmitInput,
-    FenceInput,
     FinishRunInput,
     RequestLockInput,
     RouteInput,
     RouteResult,
     TransitionInput,
+    WithdrawInput,
     WorkflowIsOpenInput,
 )
 from gigafactory.services import Services
@@ -48,38 +46,32 @@ class ControlActivities:
         return [
             self.route_job,
             self.record_transition,
-            self.begin_attempt,
             self.finish_run,
+            self.withdraw,
             self.request_lock,
             self.workflow_is_open,
-            self.fence_report,
             self.budget_admit,
         ]
 
     @activity.defn(name=ROUTE_JOB.name)
     async def route_job(self, inp: RouteInput) -> RouteResult:
-        """Score the fleet for one job and reserve a slot on the best factory that has one."""
-        return await self.services.routing.route(inp)
+        """Place an attempt: a slot and its lease, a preemption, or the queue."""
+        return await self.services.dispatcher.place(inp)
 
     @activity.defn(name=RECORD_TRANSITION.name)
     async def record_transition(self, inp: TransitionInput) -> None:
         """Move the job's projection and append the event (both idempotent)."""
         await self.services.lifecycle.transition(inp)
 
-    @activity.defn(name=BEGIN_ATTEMPT.name)
-    async def begin_attempt(self, inp: BeginAttemptInput) -> None:
-        """Open lease `epoch`: the job's epoch moves on (older reports are fenced from now)."""
-        await self.services.attempts.begin(inp)
-
     @activity.defn(name=FINISH_RUN.name)
     async def finish_run(self, inp: FinishRunInput) -> None:
-        """Record how an attempt ended, free its slot and wake jobs waiting for one."""
+        """Record how an attempt ended and the job's next stage; hand its slot on."""
         await self.services.attempts.finish(inp)
 
-    @activity.defn(name=FENCE_REPORT.name)
-    async def fence_report(self, inp: FenceInput) -> None:
-        """Record a stale report (counted, with a `fenced` event)."""
-        await self.services.attempts.fence(inp)
+    @activity.defn(name=WITHDRAW.name)
+    async def withdraw(self, inp: WithdrawInput) -> None:
+        """A queued job stopped waiting: its queue entry goes."""
+        await self.services.attempts.withdraw(inp)
 
     @activity.defn(name=BUDGET_ADMIT.name)
     async def budget_admit(self, inp: BudgetAdmitInput) -> AdmissionResult:

@@ -47,9 +47,7 @@ from gigafactory.contracts import (
     REMOVE_WORKSPACE,
     RUN_AGENT,
     SHIP_BRANCH,
-    SIGNAL_AGENT_STARTED,
     AgentCheckpoint,
-    AgentStarted,
     RemoveWorkspaceInput,
     RemoveWorkspaceResult,
     RunAgentInput,
@@ -793,22 +791,11 @@ class _AgentRun:
         return reason
 
     async def _announce(self) -> None:
-        """Signal `agent_started` to the job's workflow (it moves the job to `running`)."""
-        info = activity.info()
-        if not info.workflow_id:
-            return
+        """Tell the control plane the agent started (the job moves to `running`)."""
         try:
-            client = activity.client()
-        except RuntimeError:
-            logger.debug("%s: no Temporal client, agent_started not signalled", self.label)
-            return
-        try:
-            await client.get_workflow_handle(info.workflow_id).signal(
-                SIGNAL_AGENT_STARTED,
-                AgentStarted(epoch=self.inp.epoch, factory_id=self.owner.factory_id, at=_utcnow()),
-            )
-        except Exception as err:
-            logger.warning("%s: could not signal agent_started: %s", self.label, err)
+            await self.owner.reporter.started(self.inp.job_id, self.inp.product_id, self.inp.epoch)
+        except Exception as err:  # a fenced run learns it from its log stream as well
+            logger.warning("%s: could not report the start: %s", self.label, err)
 
     async def _feed_stdin(self, data: bytes) -> None:
         stdin = self.proc.stdin

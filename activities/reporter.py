@@ -48,6 +48,9 @@ class ReportRejected(Exception):
 class FleetReporter(Protocol):
     """Where `run_agent` sends a run's log and artifacts."""
 
+    async def started(self, job_id: str, product_id: str, epoch: int) -> None:
+        """The agent of lease `epoch` started (the job moves to `running`)."""
+
     async def append_log(
         self, job_id: str, product_id: str, epoch: int, seq: int, text: str
     ) -> None:
@@ -156,6 +159,15 @@ class HttpReporter:
             ) from err
         return str(artifact_id)
 
+    async def started(self, job_id: str, product_id: str, epoch: int) -> None:
+        """`POST /fleet/jobs/{id}/started`."""
+        await self._request(
+            "POST",
+            f"/fleet/jobs/{quote(job_id, safe='')}/started",
+            what=f"start of job {job_id}",
+            json={"productId": product_id, "epoch": epoch},
+        )
+
     async def download_artifact(
         self, job_id: str, product_id: str, epoch: int, artifact_id: str
     ) -> bytes:
@@ -263,6 +275,7 @@ class RecordingReporter:
     logs: dict[tuple[str, int, int], RecordedLogChunk] = field(default_factory=dict)
     artifacts: dict[str, RecordedArtifact] = field(default_factory=dict)
     fenced: list[str] = field(default_factory=list)
+    starts: list[tuple[str, int]] = field(default_factory=list)
 
     def _check(self, job_id: str, epoch: int, what: str) -> None:
         current = self.current_epochs.get(job_id, self.current_epoch)
@@ -272,6 +285,11 @@ class RecordingReporter:
             )
             self.fenced.append(message)
             raise Fenced(message)
+
+    async def started(self, job_id: str, product_id: str, epoch: int) -> None:
+        """Note that the agent of `epoch` started."""
+        self._check(job_id, epoch, "start")
+        self.starts.append((job_id, epoch))
 
     async def append_log(
         self, job_id: str, product_id: str, epoch: int, seq: int, text: str

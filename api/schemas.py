@@ -228,6 +228,13 @@ class RunList(CamelModel):
 
 
 # --- logs -------------------------------------------------------------------------------------
+class StartedIn(RequestModel):
+    """A factory's report that the agent of lease `epoch` started."""
+
+    product_id: str
+    epoch: int = Field(ge=0)
+
+
 class LogChunkIn(RequestModel):
     """A factory's log report for lease `epoch`; the same (epoch, seq) twice is stored once."""
 

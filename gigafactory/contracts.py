@@ -34,8 +34,7 @@ PRODUCT_CONTROLLER_WORKFLOW = "ProductControllerWorkflow"
 CONTROL_TASK_QUEUE = "fleet-control"
 
 # Signals, queries.
-SIGNAL_WAKE = "wake"
-SIGNAL_AGENT_STARTED = "agent_started"
+SIGNAL_SLOT_GRANTED = "slot_granted"
 SIGNAL_LOCK_GRANTED = "lock_granted"
 SIGNAL_LOCK_ACQUIRE = "acquire"
 SIGNAL_LOCK_RELEASE = "release"
@@ -138,18 +137,17 @@ class JobStatus(CamelModel):
     factory_id: str | None = None
 
 
-class AgentStarted(CamelModel):
-    """Signal from a factory's run_agent: the agent process of lease `epoch` started."""
+class SlotGrant(CamelModel):
+    """Signal to a waiting job: a slot on `factory_id` is reserved for it and its lease
+    `epoch` is open (the dispatcher wrote the attempt); run there now."""
 
-    epoch: int
     factory_id: str
-    at: datetime
-
-
-class WakeSignal(CamelModel):
-    """Signal: something the job waits for may have changed (capacity freed, factory enrolled)."""
-
-    reason: str
+    epoch: int
+    score: float = 0.0
+    stop_grace_s: float | None = None
+    # A preemptor's grant: the slot frees once these victims stop (their longest grace).
+    evicted: list[str] = Field(default_factory=list)
+    victim_grace_s: float = 0.0
 
 
 # --- locks ------------------------------------------------------------------------------------
@@ -197,6 +195,12 @@ class RequestLockInput(CamelModel):
     request: LockRequest
 
 
+class WithdrawInput(CamelModel):
+    """Activity input: a queued job stopped waiting (cancelled); its queue entry goes."""
+
+    workflow_id: str
+
+
 class FenceInput(CamelModel):
     """Activity input: record a stale report (older lease epoch) against a job."""
 
@@ -235,11 +239,14 @@ class TransitionInput(CamelModel):
 
 
 class RouteInput(CamelModel):
-    """Activity input: choose a factory for one attempt and reserve a slot on it."""
+    """Activity input: place one attempt of a job: a slot reserved on a factory and the
+    attempt's lease opened, or the job queued until a slot is handed to it."""
 
     job_id: str
     product_id: str
     epoch: int
+    # The job's workflow, which a queued job's slot grant is signalled to.
+    workflow_id: str | None = None
     engine: str
     capabilities: list[str] = Field(default_factory=list)
     priority: Priority = Priority.NORMAL
@@ -287,6 +294,8 @@ class RouteResult(CamelModel):
     stop_grace_s: float | None = None
     # Preempting: the longest grace period among the victims (their products' policies).
     victim_grace_s: float = 0.0
+    # Queued: the job waits for a `slot_granted` signal (the dispatcher hands it a slot).
+    queued: bool = False
 
 
 class BeginAttemptInput(CamelModel):
@@ -303,12 +312,19 @@ class BeginAttemptInput(CamelModel):
 
 
 class FinishRunInput(RunFields):
-    """Activity input: record how an attempt ended."""
+    """Activity input: record how an attempt ended, and the job's stage after it (one
+    projection write, one event), then free its slot for the next job."""
 
     finished_at: datetime
     outcome: RunOutcome
     # FLEET_BUDGETS when the job was submitted: only then may its run raise a budget alert.
     budgets_enforced: bool = False
+    # The job's stage after the run (None: unchanged), with its event.
+    stage: Stage | None = None
+    stage_reason: str | None = None
+    event_id: str | None = None
+    event_kind: str = "stage"
+    event_data: dict[str, Any] = Field(default_factory=dict)
 
 
 # --- the factory's activity -------------------------------------------------------------------
@@ -418,21 +434,19 @@ class ActivityDef(Generic[InT, OutT]):
 # On the control-plane worker (they hold the store and the Temporal client).
 ROUTE_JOB = ActivityDef("fleet.route_job", RouteInput, RouteResult)
 RECORD_TRANSITION = ActivityDef("fleet.record_transition", TransitionInput, type(None))
-BEGIN_ATTEMPT = ActivityDef("fleet.begin_attempt", BeginAttemptInput, type(None))
 FINISH_RUN = ActivityDef("fleet.finish_run", FinishRunInput, type(None))
 REQUEST_LOCK = ActivityDef("fleet.request_lock", RequestLockInput, type(None))
 WORKFLOW_IS_OPEN = ActivityDef("fleet.workflow_is_open", WorkflowIsOpenInput, bool)
-FENCE_REPORT = ActivityDef("fleet.fence_report", FenceInput, type(None))
 BUDGET_ADMIT = ActivityDef("fleet.budget_admit", BudgetAdmitInput, AdmissionResult)
+WITHDRAW = ActivityDef("fleet.withdraw", WithdrawInput, type(None))
 CONTROL_ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     ROUTE_JOB,
     RECORD_TRANSITION,
-    BEGIN_ATTEMPT,
     FINISH_RUN,
     REQUEST_LOCK,
     WORKFLOW_IS_OPEN,
-    FENCE_REPORT,
     BUDGET_ADMIT,
+    WITHDRAW,
 )
 # The activity every factory runs, on its own task queue.
 RUN_AGENT = ActivityDef("factory.run_agent", RunAgentInput, RunAgentResult)

@@ -36,6 +36,8 @@ __all__ = [
     "Priority",
     "PRODUCT_RECORD_ID",
     "ProductRecord",
+    "QueueEntry",
+    "QueueLane",
     "PRIORITY_RANK",
     "Role",
     "RoutingWeights",
@@ -482,6 +484,45 @@ class SpendRecord(CamelModel):
     usd: float = Field(ge=0)
     estimated: bool = False
     at: datetime
+
+
+class QueueEntry(CamelModel):
+    """A job waiting for a slot, in the fleet's queue (id: its workflow id).
+
+    Entries of one lane (same engine, capabilities, preferences, previous factory and
+    priority) are served oldest first, so a lane's head is its best job on any factory.
+    """
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    lane: str
+    job_id: str
+    job_product_id: str
+    workflow_id: str
+    epoch: int  # the lease epoch the job runs under when it gets a slot
+    engine: str
+    capabilities: list[str] = Field(default_factory=list)
+    preferred_labels: list[str] = Field(default_factory=list)
+    previous_factory_id: str | None = None
+    priority: Priority = Priority.NORMAL
+    waiting_since: datetime
+    # FLEET_PREEMPTION for the job: while it waits, dispatchers keep trying to preempt for it.
+    may_preempt: bool = False
+    etag: str | None = Field(default=None, exclude=True)
+
+
+class QueueLane(CamelModel):
+    """One lane of the fleet's queue: what its jobs need, so a freed slot looks only at
+    lanes its factory can serve, one head each."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    engine: str
+    capabilities: list[str] = Field(default_factory=list)
+    preferred_labels: list[str] = Field(default_factory=list)
+    previous_factory_id: str | None = None
+    priority: Priority = Priority.NORMAL
+    etag: str | None = Field(default=None, exclude=True)
 
 
 PRODUCT_RECORD_ID = "product"

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     lease_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
     capacity_recheck_s: float = Field(default=15.0, gt=0)
+    # How often each control process reconciles dispatch: fills free slots a lost hand-off
+    # left idle, re-signals lost grants, preempts for queued urgent jobs, reaps dead slots.
+    reconcile_s: float = Field(default=2.0, gt=0)
     stop_grace_s: float = Field(default=10.0, ge=0)  # SIGTERM -> SIGKILL for a stopped agent
     # How soon a running agent learns of a cancel or preemption (its heartbeat's answer).
     cancel_check_s: float = Field(default=2.0, gt=0)

@@ -18,7 +18,6 @@ from types import TracebackType
 import httpx
 import uvicorn
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from api.app import create_app
 from gigafactory.security import mint
@@ -26,9 +25,9 @@ from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.store.fleet_store import FleetStore
 from gigafactory.temporal_client import connect_temporal
+from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
-from launch.workers import control_worker
 
 __all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
 
@@ -97,8 +96,7 @@ class DevStack:
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
-    _worker: Worker | None = None
-    _worker_task: asyncio.Task[None] | None = None
+    _control: ControlPlane | None = None
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
     _running: list[_Running] = field(default_factory=list)
@@ -136,8 +134,8 @@ class DevStack:
 
         self.store = await open_store(s)
         self.client = await connect_temporal(s)
-        self._worker = control_worker(self.client, self.store, s)
-        self._worker_task = asyncio.create_task(self._worker.run(), name="control-worker")
+        self._control = ControlPlane(self.client, self.store, s)
+        await self._control.start()
 
         app = create_app(s, store=self.store, temporal=self.client)
         config = uvicorn.Config(
@@ -171,14 +169,9 @@ class DevStack:
             with contextlib.suppress(Exception):
                 await self._api_task
         self._api = self._api_task = None
-        if self._worker is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._worker.shutdown(), 30)
-        if self._worker_task is not None:
-            self._worker_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._worker_task
-        self._worker = self._worker_task = None
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
         if self.store is not None:
             await self.store.close()
             self.store = None

@@ -24,11 +24,12 @@ def control_worker(
     settings: Settings,
     *,
     task_queue: str | None = None,
+    services: Services | None = None,
 ) -> Worker:
     """The worker that runs every workflow and the control-plane activities."""
     if task_queue is not None:
         settings = settings.model_copy(update={"control_task_queue": task_queue})
-    activities = ControlActivities(Services(store, client, settings))
+    activities = ControlActivities(services or Services(store, client, settings))
     return Worker(
         client,
         task_queue=settings.control_task_queue,

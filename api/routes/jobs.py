@@ -18,6 +18,7 @@ from api.schemas import (
     LogOut,
     RunList,
     RunOut,
+    StartedIn,
     SubmitJob,
 )
 from gigafactory.models import Priority, Stage
@@ -109,6 +110,15 @@ async def read_log(
         text="".join(c.text for c in chunks),
         next_seq=chunks[-1].seq if chunks else after_seq,
     )
+
+
+@router.post("/{job_id}/started", status_code=204, response_class=Response)
+async def report_started(
+    job_id: str, body: StartedIn, factory: FactoryDep, services: ServicesDep
+) -> Response:
+    """A factory started the agent of the attempt (lease `epoch`) it holds: `running`."""
+    await services.jobs.mark_running(factory.id, job_id, body.product_id, epoch=body.epoch)
+    return Response(status_code=204)
 
 
 @router.post("/{job_id}/log", status_code=204, response_class=Response)

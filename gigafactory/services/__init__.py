@@ -21,14 +21,15 @@ from gigafactory.services.auth import Authenticator
 from gigafactory.services.budgets import BudgetService
 from gigafactory.services.clock import Clock, utcnow
 from gigafactory.services.controller import ControllerClient
+from gigafactory.services.dispatch import Dispatcher
 from gigafactory.services.factories import FactoryService
 from gigafactory.services.health import HealthService
 from gigafactory.services.job_tree import JobTreeService
 from gigafactory.services.jobs import JobService
 from gigafactory.services.keys import KeyService
 from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.queue import Queue
 from gigafactory.services.routing import RoutingService
-from gigafactory.services.waiting import WaitingJobs
 from gigafactory.services.workflow_ops import WorkflowOps
 from gigafactory.settings import Settings
 from gigafactory.store import open_blobs
@@ -66,7 +67,8 @@ class Services:
     lifecycle: Lifecycle = field(init=False)
     controllers: ControllerClient = field(init=False)
     workflows: WorkflowOps = field(init=False)
-    waiting: WaitingJobs = field(init=False)
+    queue: Queue = field(init=False)
+    dispatcher: Dispatcher = field(init=False)
     jobs: JobService = field(init=False)
     tree: JobTreeService = field(init=False)
     routing: RoutingService = field(init=False)
@@ -84,25 +86,34 @@ class Services:
         self.lifecycle = Lifecycle(store)
         self.controllers = ControllerClient(store, temporal, queue)
         self.workflows = WorkflowOps(temporal, queue)
-        self.waiting = WaitingJobs(store, temporal, recheck_s=settings.capacity_recheck_s)
+        self.queue = Queue(store)
         self.jobs = JobService(store, temporal, settings, self.lifecycle, clock)
         self.tree = JobTreeService(store, temporal, settings, self.jobs)
         self.routing = RoutingService(
             store,
             settings,
-            self.controllers,
-            self.workflows,
-            self.waiting,
+            self.queue,
             self.jobs,
             clock,
             defaults=self.weights,
             shadow=self.shadow_weights,
             policy=self.policy,
         )
-        self.factories = FactoryService(store, settings, self.waiting, clock)
+        self.dispatcher = Dispatcher(
+            store,
+            temporal,
+            settings,
+            self.lifecycle,
+            self.routing,
+            self.queue,
+            self.controllers,
+            self.workflows,
+            clock,
+        )
+        self.factories = FactoryService(store, settings, self.dispatcher, clock)
         self.health = HealthService(store, temporal)
         self.budgets = BudgetService(store, settings, self.controllers, self.lifecycle, clock)
-        self.attempts = AttemptService(store, self.lifecycle, self.budgets, self.waiting)
+        self.attempts = AttemptService(store, self.lifecycle, self.budgets, self.dispatcher)
         self.keys = KeyService(store, clock)
         self.artifacts = ArtifactService(
             store,

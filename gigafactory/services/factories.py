@@ -26,8 +26,8 @@ from gigafactory.models import (
 from gigafactory.security import ENROLLMENT_TOKEN, FACTORY_TOKEN, hash_token, mint, parse_token
 from gigafactory.services.access import Principal, require_role
 from gigafactory.services.clock import Clock
+from gigafactory.services.dispatch import Dispatcher
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
-from gigafactory.services.waiting import WaitingJobs
 from gigafactory.settings import Settings
 from gigafactory.store.backend import AlreadyExists, NotFound
 from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore
@@ -100,7 +100,7 @@ class FactoryService:
 
     store: FleetStore
     settings: Settings
-    waiting: WaitingJobs
+    dispatcher: Dispatcher
     clock: Clock
 
     # --- reading ------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class FactoryService:
             logger.info("factory %s re-enrolled; its previous token is void", factory.id)
         else:
             logger.info("factory %s enrolled", factory.id)
-        await self.waiting.wake(f"factory {factory.id} enrolled")
+        await self._fill(factory.id, "enrolled")
         return factory_token
 
     # --- a factory's own reports --------------------------------------------------------------
@@ -248,7 +248,7 @@ class FactoryService:
         if new_engines := set(updated.engines) - set(previous.engines):
             reasons.append(f"offers {', '.join(sorted(new_engines))}")
         if updated.status == FactoryStatus.ACTIVE and reasons:
-            await self.waiting.wake(f"factory {factory.id} {' and '.join(reasons)}")
+            await self._fill(factory.id, " and ".join(reasons))
         return await self.state_of(updated)
 
     async def rotate(self, caller: Principal, factory_id: str) -> str:
@@ -307,8 +307,19 @@ class FactoryService:
         """Route jobs to the factory again, and wake jobs waiting for capacity."""
         updated = await self._set_status(key, factory_id, FactoryStatus.ACTIVE)
         logger.info("factory %s uncordoned by api:%s", factory_id, key.id)
-        await self.waiting.wake(f"factory {factory_id} uncordoned")
+        await self._fill(factory_id, "uncordoned")
         return await self.state_of(updated)
+
+    async def _fill(self, factory_id: str, why: str) -> None:
+        """Capacity appeared: hand it to waiting jobs now. Best effort: the request that
+        made it appear succeeded, and the reconciler fills what this misses."""
+        try:
+            filled = await self.dispatcher.fill(factory_id)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            logger.warning("factory %s %s; filling its slots failed: %s", factory_id, why, err)
+            return
+        if filled.granted:
+            logger.info("factory %s %s: %d job(s) started", factory_id, why, len(filled.granted))
 
     async def _set_status(self, key: ApiKey, factory_id: str, status: FactoryStatus) -> Factory:
         require_role(key, Role.OPERATOR, "cordoning factories")

@@ -22,6 +22,7 @@ from gigafactory.contracts import (
     JOB_WORKFLOW,
     JobTiming,
     JobWorkflowInput,
+    TransitionInput,
     child_job_id,
     job_workflow_id,
 )
@@ -365,6 +366,30 @@ class JobService:
                 f"{job.factory_id or 'no factory'}, not by factory {factory_id} at epoch {epoch}"
             )
         return job
+
+    async def mark_running(
+        self, factory_id: str, job_id: str, product_id: str | None, *, epoch: int
+    ) -> Job:
+        """A factory started the agent of lease `epoch`: the job is `running` (a report for
+        an attempt already past `dispatched` changes nothing)."""
+        job = await self.assigned(factory_id, job_id, product_id, epoch, what="agent started")
+        if job.stage != Stage.DISPATCHED:
+            return job
+        now = self.clock()
+        await self.lifecycle.transition(
+            TransitionInput(
+                job_id=job.id,
+                product_id=job.product_id,
+                event_id=f"{job.id}.{epoch}.running",
+                at=now,
+                stage=Stage.RUNNING,
+                reason=f"agent started on {factory_id}",
+                actor=f"factory:{factory_id}",
+                epoch=epoch,
+                factory_id=factory_id,
+            )
+        )
+        return await self.find(job.id, job.product_id)
 
     async def append_log(
         self,

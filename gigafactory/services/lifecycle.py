@@ -159,12 +159,32 @@ class Lifecycle:
             event_id=inp.event_id,
         )
 
-    async def begin_attempt(self, inp: BeginAttemptInput) -> None:
-        """Open lease `epoch`: the job's epoch moves on (older reports are fenced from now)."""
+    async def transition_if_changed(self, inp: TransitionInput) -> bool:
+        """`transition`, unless the job is already in that stage for that reason (a job
+        placed again while it waits records no new event). Returns whether it moved."""
+        job = await self.store.get_job(inp.job_id, inp.product_id)
+        if (job.stage, job.wait_reason, job.stage_reason) == (
+            inp.stage,
+            inp.wait_reason,
+            inp.reason,
+        ):
+            return False
+        await self.transition(inp)
+        return True
+
+    async def begin_attempt(self, inp: BeginAttemptInput) -> bool:
+        """Open lease `epoch`: the job's epoch moves on (older reports are fenced from now).
+
+        Returns:
+            False, and nothing written, when the job has already ended (a slot handed to a
+            job that was cancelled meanwhile) or moved past this epoch.
+        """
         previous: list[Stage] = []
 
-        def mutate(job: Job) -> Job:
+        def mutate(job: Job) -> Job | None:
             previous.append(job.stage)
+            if job.stage in TERMINAL_STAGES or job.lease_epoch > inp.epoch:
+                return None
             job.lease_epoch = max(job.lease_epoch, inp.epoch)
             job.attempts = max(job.attempts, inp.epoch)
             job.factory_id = inp.factory_id
@@ -174,7 +194,12 @@ class Lifecycle:
             job.updated_at = inp.at
             return job
 
-        await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        try:
+            opened = await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        except NotFound:
+            return False
+        if opened.lease_epoch != inp.epoch or opened.stage != Stage.DISPATCHED:
+            return False
         await self.store.upsert_run(
             Run(
                 id=run_id(inp.job_id, inp.epoch),
@@ -199,6 +224,7 @@ class Lifecycle:
             data=inp.data,
             event_id=inp.event_id,
         )
+        return True
 
     async def record_run(self, inp: FinishRunInput) -> RunRecorded:
         """Record how an attempt ended: the run, its ledger entry, the job's cost.
@@ -223,14 +249,37 @@ class Lifecycle:
         )
         runs = await self.store.list_runs(inp.job_id, inp.product_id)
         total = sum(r.cost_usd for r in runs)
+        previous: list[Stage] = []
 
         def mutate(job: Job) -> Job:
+            previous.append(job.stage)
             job.cost_usd = total
             if inp.exit_code is not None:
                 job.exit_code = inp.exit_code
+            if inp.stage is not None:
+                job.stage = inp.stage
+                job.wait_reason = None
+                job.stage_reason = inp.stage_reason
+                job.updated_at = inp.finished_at
+                if inp.stage in TERMINAL_STAGES:
+                    job.finished_at = inp.finished_at
             return job
 
         await self.store.update_job(inp.job_id, inp.product_id, mutate)
+        if inp.stage is not None:
+            await self.record_event(
+                inp.job_id,
+                inp.product_id,
+                kind=inp.event_kind,
+                actor="workflow",
+                at=inp.finished_at,
+                stage=inp.stage,
+                from_stage=previous[0] if previous else None,
+                reason=inp.stage_reason,
+                epoch=inp.epoch,
+                data=inp.event_data,
+                event_id=inp.event_id or f"{run_id(inp.job_id, inp.epoch)}.{inp.stage.value}",
+            )
         return RunRecorded(new_spend=new_spend, job_cost_usd=total)
 
     # --- reports from factories ---------------------------------------------------------------

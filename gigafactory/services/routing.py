@@ -5,13 +5,13 @@ The pipeline (`RoutingService.plan`): resolve the job's weights (defaults -> the
 -> the job's; stored weights that no longer validate fall back to the defaults, with a
 warning), snapshot the fleet, score it (`routing.select_factory`), order the eligible
 factories (one the job just lost is tried last), and hold back free slots that a
-higher-ranked waiting job should get first (`routing.rank_jobs`, decision 0011). When
-nothing can be taken and the job's priority may preempt, the pure preemption plan.
+higher-ranked waiting job should get first (the heads of the queue's lanes,
+`routing.rank_jobs`, decision 0011). When nothing can be taken and the job's priority may
+preempt, the pure preemption plan.
 
-`route` then acts on the plan: it reserves a slot by compare-and-set in plan order, or
-reserves over capacity and signals the victims of a preemption, or reports why the job
-waits. Also here: the product's weights and preemption policy, a job's last decision, and
-the shadow weight set's report.
+The dispatcher (`gigafactory.services.dispatch`) acts on the plan: it reserves a slot by
+compare-and-set in plan order, or preempts, or queues the job. Also here: the product's
+weights and preemption policy, a job's last decision, and the shadow weight set's report.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from typing import Any
 
 from pydantic import Field
 
-from gigafactory.budgets import SIGNAL_PREEMPT, PreemptRequest
-from gigafactory.contracts import CandidateScore, RouteInput, RouteResult
+from gigafactory.contracts import CandidateScore
 from gigafactory.models import (
-    TERMINAL_STAGES,
     ApiKey,
     CamelModel,
     Factory,
@@ -40,28 +38,23 @@ from gigafactory.models import (
     Role,
     RoutingWeights,
     ShadowDecision,
-    SlotReservation,
     SlotTable,
 )
 from gigafactory.services.access import require_product, require_role
 from gigafactory.services.clock import Clock
-from gigafactory.services.controller import ControllerClient
 from gigafactory.services.errors import InvalidInput
 from gigafactory.services.fleet_view import (
     candidate_wire,
     factory_view,
     job_request,
     plan_wire,
-    request_of_job,
     running_jobs,
 )
 from gigafactory.services.jobs import JobService
 from gigafactory.services.lifecycle import run_id
+from gigafactory.services.queue import Queue, entry_request
 from gigafactory.services.specs import Submission, build_spec, check_weights
-from gigafactory.services.waiting import WaitingJobs
-from gigafactory.services.workflow_ops import WorkflowOps
 from gigafactory.settings import Settings
-from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore
 from routing import (
     TERMS,
@@ -92,10 +85,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# A reservation younger than this is never reaped: its job may be between routing and
-# recording its attempt.
-REAP_AFTER = timedelta(seconds=30)
 
 
 # --- settings as routing types ----------------------------------------------------------------
@@ -268,9 +257,7 @@ class RoutingService:
         self,
         store: FleetStore,
         settings: Settings,
-        controllers: ControllerClient,
-        workflows: WorkflowOps,
-        waiting: WaitingJobs,
+        queue: Queue,
         jobs: JobService,
         clock: Clock,
         *,
@@ -280,17 +267,12 @@ class RoutingService:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.controllers = controllers
-        self.workflows = workflows
-        self.waiting = waiting
+        self.queue = queue
         self.jobs = jobs
         self.clock = clock
         self.defaults = defaults or FleetWeights()
         self.shadow_weights = shadow if shadow is not None else parse_shadow_weights(settings)
         self.policy = policy or fleet_preemption_policy(settings)
-        # Reaping checks every reservation against the store and Temporal; on a full fleet
-        # every failed route would pay that, so it runs at most once per REAP_AFTER.
-        self._last_reap: datetime | None = None
 
     # --- product settings ---------------------------------------------------------------------
     async def weights_for(
@@ -436,13 +418,17 @@ class RoutingService:
         takeable: list[str] = []
         held: list[str] = []
         if ordered:
-            competitors = [
-                request_of_job(j) for j in await self.waiting.competitors(request.job_id, now)
-            ]
             me = dc_replace(request, waiting_since=request.waiting_since or now)
             by_id = {v.id: v for v in views}
             for factory_id in ordered:
                 view = by_id[factory_id]
+                if view.free <= 0:
+                    continue
+                competitors = [
+                    entry_request(h)
+                    for h in await self.queue.heads(view)
+                    if request.job_id not in (h.id, h.job_id)
+                ]
                 if competitors:
                     # A freed slot goes to the best waiting job, not the first to ask.
                     ranked = [c.job_id for c in rank_jobs([*competitors, me], view, ctx, weights)]
@@ -491,79 +477,25 @@ class RoutingService:
             "weights": self.shadow_weights.as_dict(),
         }
 
-    async def route(self, inp: RouteInput) -> RouteResult:
-        """Decide for one attempt and act: reserve a slot, preempt, or say why it waits."""
-        now = self.clock()
-        snapshot = await self.snapshot()
-        request = job_request(
-            inp.job_id,
-            engine=inp.engine,
-            capabilities=inp.capabilities,
-            priority=inp.priority,
-            preferred_labels=inp.preferred_labels,
-            waiting_since=inp.waiting_since,
-            previous_factory_id=inp.previous_factory_id,
-        )
-        plan = await self.plan(
-            request,
-            inp.product_id,
-            inp.weights_override,
-            snapshot,
-            now=now,
-            avoid=inp.avoid_factories,
-            may_preempt=inp.preemption,
-        )
-        reservation = SlotReservation(
-            job_id=inp.job_id,
-            product_id=inp.product_id,
-            epoch=inp.epoch,
-            priority=inp.priority,
-            reserved_at=now,
-        )
-        result = RouteResult(
-            candidates=plan.candidates, weights=plan.weights.as_dict(), shadow=plan.shadow
-        )
-        grace = await self.grace_for(inp.product_id)
-        for factory_id in plan.takeable:
-            slots = snapshot.factories[factory_id].slots
-            if await self.store.reserve_slot(factory_id, slots, reservation):
-                score = next(c.score for c in plan.candidates if c.factory_id == factory_id)
-                await self._record_shadow(inp, plan, factory_id, now)
-                return result.model_copy(
-                    update={"factory_id": factory_id, "score": score, "stop_grace_s": grace}
-                )
-
-        # Nothing free: drop reservations left behind by jobs that ended without freeing
-        # them (a terminated workflow), then try once more.
-        if await self._reap(snapshot, now, inp.job_id):
-            return await self.route(inp)
-        if plan.preemption is not None:
-            victim_grace = await self._preempt(inp, plan.preemption, snapshot, reservation)
-            if victim_grace is not None:
-                return result.model_copy(
-                    update={
-                        "factory_id": plan.preemption.factory_id,
-                        "evicted": list(plan.preemption.evict),
-                        "preemption": plan_wire(plan.preemption),
-                        "stop_grace_s": grace,
-                        "victim_grace_s": victim_grace,
-                    }
-                )
-        await self.waiting.mark_routed(inp.job_id, inp.product_id, now)
-        return result.model_copy(update={"waiting_reason": plan.waiting_reason(inp.engine)})
-
-    async def _record_shadow(
-        self, inp: RouteInput, plan: RoutePlan, factory_id: str, now: datetime
+    async def record_shadow(
+        self,
+        job_id: str,
+        product_id: str,
+        epoch: int,
+        plan: RoutePlan,
+        factory_id: str,
+        now: datetime,
     ) -> None:
+        """Record what the shadow weight set would have picked for this placement."""
         if plan.shadow is None:
             return
         live = {c.factory_id: c.score for c in plan.candidates if c.eligible}
         shadow_pick = plan.shadow.get("factoryId")
         await self.store.record_shadow(
             ShadowDecision(
-                id=run_id(inp.job_id, inp.epoch),
-                product_id=inp.product_id,
-                job_id=inp.job_id,
+                id=run_id(job_id, epoch),
+                product_id=product_id,
+                job_id=job_id,
                 at=now,
                 factory_id=factory_id,
                 shadow_factory_id=shadow_pick,
@@ -572,79 +504,6 @@ class RoutingService:
                 differs=shadow_pick != factory_id,
             )
         )
-
-    async def _preempt(
-        self,
-        inp: RouteInput,
-        plan: PreemptionPlan,
-        snapshot: FleetSnapshot,
-        reservation: SlotReservation,
-    ) -> float | None:
-        """Evict strictly lower-priority jobs when nothing fits (FLEET_PREEMPTION on).
-
-        The slot is reserved for this job at once (over capacity until the victims stop),
-        and each victim's product controller is told to preempt it.
-
-        Returns:
-            The longest grace period the victims get to stop, or None when the fleet
-            changed meanwhile (the next routing round decides again).
-        """
-        victims = {r.job_id: r for r in snapshot.tables[plan.factory_id].reservations}
-        slots = snapshot.factories[plan.factory_id].slots
-        if not await self.store.reserve_slot(
-            plan.factory_id, slots, reservation, evicting=plan.evict
-        ):
-            return None
-        grace = 0.0
-        for victim_id in plan.evict:
-            victim = victims[victim_id]
-            grace = max(grace, await self.grace_for(victim.product_id))
-            await self._signal_preempt(victim, inp, plan.reason)
-        logger.info("job %s preempts %s on %s", inp.job_id, plan.evict, plan.factory_id)
-        return grace
-
-    async def _signal_preempt(self, victim: SlotReservation, inp: RouteInput, why: str) -> None:
-        """Through the victim's product controller (started if missing), to its workflow."""
-        try:
-            job = await self.store.get_job(victim.job_id, victim.product_id)
-        except NotFound:
-            return
-        await self.controllers.signal(
-            victim.product_id,
-            SIGNAL_PREEMPT,
-            PreemptRequest(
-                victim_job_id=victim.job_id,
-                victim_workflow_id=job.workflow_id,
-                preemptor_job_id=inp.job_id,
-                reason=f"preempted by {inp.priority.value} job {inp.job_id}: {why}",
-            ),
-        )
-
-    async def _reap(self, snapshot: FleetSnapshot, now: datetime, job_id: str) -> bool:
-        if self._last_reap is not None and now - self._last_reap < REAP_AFTER:
-            return False
-        self._last_reap = now
-        reaped = False
-        for factory_id, table in snapshot.tables.items():
-            factory = snapshot.factories.get(factory_id)
-            if factory is None or len(table.reservations) < factory.slots:
-                continue
-            for r in table.reservations:
-                if r.job_id == job_id or now - r.reserved_at < REAP_AFTER:
-                    continue
-                if await self._reservation_is_stale(r):
-                    logger.warning("reaping stale slot of %s on %s", r.job_id, factory_id)
-                    reaped |= await self.store.release_slot(factory_id, r.job_id, r.epoch)
-        return reaped
-
-    async def _reservation_is_stale(self, r: SlotReservation) -> bool:
-        try:
-            job = await self.store.get_job(r.job_id, r.product_id)
-        except NotFound:
-            return True
-        if job.stage in TERMINAL_STAGES or r.epoch < job.lease_epoch:
-            return True
-        return not await self.workflows.is_open(job.workflow_id)
 
     # --- for people ---------------------------------------------------------------------------
     async def dry_run(self, key: ApiKey, submission: Submission) -> RoutingPlanView:

@@ -41,6 +41,8 @@ CONTAINERS: tuple[str, ...] = (
     "ledger",
     "settings",
     "decisions",
+    "queue",
+    "lanes",
 )
 
 

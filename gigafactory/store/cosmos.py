@@ -69,6 +69,7 @@ ORDER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "logs": ("epoch", "seq"),
     "ledger": ("at",),
     "decisions": ("at",),
+    "queue": ("waitingSince",),
 }
 
 # Large payloads nobody filters or orders on: kept out of the index to save write RUs.

@@ -28,6 +28,8 @@ from gigafactory.models import (
     LogChunk,
     Priority,
     ProductRecord,
+    QueueEntry,
+    QueueLane,
     RoutingWeights,
     Run,
     ShadowDecision,
@@ -524,6 +526,82 @@ class FleetStore:
             ),
         )
         return [_from(SpendRecord, d) for d in page.items]
+
+    # --- the queue of jobs waiting for a slot ---------------------------------------------------
+    async def enqueue(self, entry: QueueEntry, lane: QueueLane) -> QueueEntry:
+        """Put a job in its lane (again: a job enqueued twice keeps one entry, the latest).
+
+        The entry is written before its lane, so a lane that exists has been seen by every
+        entry written before it (`prune_lane` relies on that).
+        """
+        stored = _from(QueueEntry, await self.backend.upsert("queue", _doc(entry)))
+        await self.backend.upsert("lanes", _doc(lane))
+        return stored
+
+    async def queue_lanes(self) -> list[QueueLane]:
+        """Every lane of the queue (an empty one until it is pruned)."""
+        docs = await self._query_all("lanes", FLEET_PARTITION, {})
+        return [_from(QueueLane, d) for d in docs]
+
+    async def lane_heads(self, lane_id: str, limit: int = 1) -> list[QueueEntry]:
+        """The longest-waiting entries of a lane."""
+        page = await self.backend.query(
+            "queue",
+            FLEET_PARTITION,
+            Query(where={"lane": lane_id}, order_by="waitingSince", limit=limit),
+        )
+        return [_from(QueueEntry, d) for d in page.items]
+
+    async def queued(self, entry_id: str) -> QueueEntry | None:
+        """A job's entry in the queue (by its workflow id), None when it is not queued."""
+        try:
+            return _from(QueueEntry, await self.backend.read("queue", FLEET_PARTITION, entry_id))
+        except NotFound:
+            return None
+
+    async def claim(self, entry: QueueEntry) -> bool:
+        """Take an entry out of the queue if it is still the one read (compare-and-set on
+        its etag): of several dispatchers racing for one job, exactly one gets it."""
+        if entry.etag is None:
+            raise ValueError(f"queue entry {entry.id} has no etag: claim one that was read")
+        try:
+            await self.backend.delete("queue", FLEET_PARTITION, entry.id, etag=entry.etag)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
+
+    async def dequeue(self, entry_id: str) -> bool:
+        """Take a job out of the queue whatever its entry says (it stopped waiting)."""
+        try:
+            await self.backend.delete("queue", FLEET_PARTITION, entry_id)
+        except NotFound:
+            return False
+        return True
+
+    async def queue_depth(self) -> int:
+        """How many jobs wait for a slot."""
+        return await self.backend.count("queue", FLEET_PARTITION, {})
+
+    async def queue_entries(self, limit: int = 1000) -> list[QueueEntry]:
+        """The queue's entries, oldest first (for reconciliation and views)."""
+        page = await self.backend.query(
+            "queue", FLEET_PARTITION, Query(order_by="waitingSince", limit=limit)
+        )
+        return [_from(QueueEntry, d) for d in page.items]
+
+    async def prune_lane(self, lane: QueueLane) -> bool:
+        """Delete a lane with no entries, unless it changed since read (an enqueue rewrote it).
+
+        Returns:
+            True if the lane was deleted.
+        """
+        if await self.lane_heads(lane.id) or lane.etag is None:
+            return False
+        try:
+            await self.backend.delete("lanes", FLEET_PARTITION, lane.id, etag=lane.etag)
+        except (NotFound, PreconditionFailed):
+            return False
+        return True
 
     # --- products -----------------------------------------------------------------------------
     async def touch_product(self, product_id: str, now: datetime) -> None:

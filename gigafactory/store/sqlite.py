@@ -113,6 +113,13 @@ MIGRATIONS: dict[int, list[str]] = {
         _create_table("decisions"),
         f"CREATE INDEX decisions_at ON {_table('decisions')} (product_id, {_expr('at')})",
     ],
+    # The fleet's queue of jobs waiting for a slot, by lane, oldest first.
+    4: [
+        _create_table("queue"),
+        _create_table("lanes"),
+        f"CREATE INDEX queue_lane ON {_table('queue')} ({_expr('lane')}, {_expr('waitingSince')})",
+        f"CREATE INDEX queue_job ON {_table('queue')} ({_expr('jobId')})",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -17,7 +17,7 @@ from activities.engines.base import Engine, EngineCommand
 from activities.engines.builtin import ShellEngine
 from activities.engines.registry import ENGINES
 from activities.factory import LOG_ARTIFACT
-from gigafactory.contracts import SIGNAL_AGENT_STARTED, AgentCheckpoint, AgentStarted
+from gigafactory.contracts import AgentCheckpoint
 from gigafactory.durations import format_duration
 from gigafactory.models import JobSpec, RunOutcome
 from tests.activities.conftest import Factory, job, pid_running, wait_for
@@ -336,37 +336,12 @@ async def test_the_agent_gets_job_context_but_not_factory_secrets(
     assert "job=j1 epoch=2 factory=f1" in text
 
 
-class _FakeHandle:
-    def __init__(self, sent: list[tuple[str, str, Any]], workflow_id: str) -> None:
-        self.sent = sent
-        self.workflow_id = workflow_id
-
-    async def signal(self, name: str, arg: Any) -> None:
-        self.sent.append((self.workflow_id, name, arg))
-
-
-class _FakeClient:
-    """Stands in for a Temporal client: records the signals run_agent sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Any]] = []
-
-    def get_workflow_handle(self, workflow_id: str) -> _FakeHandle:
-        return _FakeHandle(self.sent, workflow_id)
-
-
-async def test_agent_started_is_signalled_to_the_calling_workflow(
+async def test_the_agents_start_is_reported_to_the_control_plane(
     make_factory: Callable[..., Factory],
 ) -> None:
-    client = _FakeClient()
-    factory = make_factory(env=ActivityEnvironment(client=client))  # type: ignore[arg-type]
+    factory = make_factory()
     await factory.run(job("shell", "true", epoch=5))
-
-    assert len(client.sent) == 1
-    workflow_id, name, started = client.sent[0]
-    assert (workflow_id, name) == ("test", SIGNAL_AGENT_STARTED)
-    assert isinstance(started, AgentStarted)
-    assert (started.epoch, started.factory_id) == (5, "f1")
+    assert factory.reporter.starts == [("j1", 5)]
 
 
 async def test_a_retried_attempt_resumes_from_its_own_last_heartbeat(

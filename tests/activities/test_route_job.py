@@ -1,4 +1,5 @@
-"""The routing activity on a real store: weights layers and the shadow weight set."""
+"""The routing activity on a real store: weights layers, the shadow weight set, and free
+slots going to the best job waiting in the queue."""
 
 from __future__ import annotations
 
@@ -11,8 +12,19 @@ from temporalio.client import Client
 
 from activities.control import ControlActivities
 from gigafactory.contracts import RouteInput
-from gigafactory.models import Factory, Job, JobSpec, RoutingWeights, Stage, WaitReason
+from gigafactory.models import (
+    Factory,
+    Job,
+    JobSpec,
+    Priority,
+    QueueEntry,
+    RoutingWeights,
+    RunOutcome,
+    Stage,
+    WaitReason,
+)
 from gigafactory.services import Services
+from gigafactory.services.queue import Queue
 from gigafactory.services.routing import parse_shadow_weights as shadow_weights
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, SQLiteBackend
@@ -25,6 +37,8 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 async def store(tmp_path: Path) -> AsyncIterator[FleetStore]:
     fleet = FleetStore(SQLiteBackend(tmp_path / "fleet.sqlite3"))
     await fleet.open()
+    for job_id in ("j1", "j2"):
+        await fleet.create_job(_job(job_id, "normal", Stage.QUEUED))
     for factory_id, labels in (("fa", ["gpu"]), ("fb", ["cpu"])):
         await fleet.create_factory(
             Factory(
@@ -110,43 +124,73 @@ def test_shadow_setting_is_validated() -> None:
             shadow_weights(Settings(routing_shadow=bad))
 
 
-async def _waiting_job(
-    store: FleetStore, job_id: str, priority: str, routed_at: datetime | None
-) -> None:
-    await store.create_job(
-        Job(
-            id=job_id,
-            product_id="p1",
-            workflow_id=f"job-p1-{job_id}",
-            spec=JobSpec(engine="sim", prompt="p", product_id="p1", priority=priority),
-            stage=Stage.WAITING,
-            wait_reason=WaitReason.CAPACITY,
-            created_at=NOW - timedelta(minutes=5),
-            updated_at=NOW - timedelta(minutes=1),
-            routed_at=routed_at,
-        )
+def _job(job_id: str, priority: str, stage: Stage) -> Job:
+    return Job(
+        id=job_id,
+        product_id="p1",
+        workflow_id=f"job-p1-{job_id}",
+        spec=JobSpec(engine="sim", prompt="p", product_id="p1", priority=priority),
+        stage=stage,
+        wait_reason=WaitReason.CAPACITY if stage == Stage.WAITING else None,
+        created_at=NOW - timedelta(minutes=5),
+        updated_at=NOW - timedelta(minutes=1),
     )
+
+
+async def _waiting_job(
+    store: FleetStore, client: Client, job_id: str, priority: str, *, alive: bool
+) -> None:
+    """A job queued a minute ago; `alive`: its workflow runs (started on a queue no worker
+    polls), so a slot grant reaches it; else it is gone and cannot take one."""
+    job = _job(job_id, priority, Stage.WAITING)
+    await store.create_job(job)
+    if alive:
+        handle = await client.start_workflow(
+            "JobWorkflow", id=job.workflow_id, task_queue=f"nobody-{job.workflow_id}", args=[]
+        )
+        assert handle.id == job.workflow_id
+    entry = QueueEntry(
+        id=job.workflow_id, lane="", job_id=job_id, job_product_id="p1",
+        workflow_id=job.workflow_id, epoch=1, engine="sim", priority=Priority(priority),
+        waiting_since=NOW - timedelta(minutes=1),
+    )  # fmt: skip
+    await Queue(store).enqueue(entry)
 
 
 async def test_a_free_slot_goes_to_the_better_waiting_job(
     store: FleetStore, client: Client
 ) -> None:
-    control = _control(store, client, capacity_recheck_s=10)
-    # Two free slots (fa, fb), two better jobs still competing: nothing for a normal one.
-    await _waiting_job(store, "hi1", "critical", NOW - timedelta(seconds=5))
-    await _waiting_job(store, "hi2", "high", NOW - timedelta(seconds=5))
-    held = await control.route_job(_route(jobId="j1", priority="normal"))
-    assert held.factory_id is None
+    control = _control(store, client)
+    # Two free slots (fa, fb), two better jobs waiting in the queue: nothing for a normal one,
+    # and the slots are handed to them at once (their lease open, their workflows told).
+    await _waiting_job(store, client, "hi1", "critical", alive=True)
+    await _waiting_job(store, client, "hi2", "high", alive=True)
+    held = await control.route_job(_route(jobId="j1", priority="normal", workflowId="job-p1-j1"))
+    assert held.factory_id is None and held.queued
     assert "higher-ranked waiting jobs" in (held.waiting_reason or "")
-    # The better one takes a slot at once.
-    assert (await control.route_job(_route(jobId="hi1", priority="critical"))).factory_id
+    slots = {
+        t.factory_id: [r.job_id for r in t.reservations] for t in await store.list_slot_tables()
+    }
+    assert sorted(j for held_by in slots.values() for j in held_by) == ["hi1", "hi2"]
+    for job_id in ("hi1", "hi2"):
+        granted = await store.get_job(job_id, "p1")
+        assert (granted.stage, granted.lease_epoch) == (Stage.DISPATCHED, 1)
+        events = await client.get_workflow_handle(f"job-p1-{job_id}").fetch_history()
+        assert any(e.workflow_execution_signaled_event_attributes.signal_name == "slot_granted"
+                   for e in events.events)  # fmt: skip
+        await client.get_workflow_handle(f"job-p1-{job_id}").terminate(reason="test cleanup")
+    assert (await store.queued("job-p1-j1")) is not None, "the normal job waits in the queue"
 
 
-async def test_a_silent_competitor_holds_nothing(store: FleetStore, client: Client) -> None:
-    control = _control(store, client, capacity_recheck_s=10)
-    await _waiting_job(store, "ghost", "critical", NOW - timedelta(seconds=31))
-    await _waiting_job(store, "never", "critical", None)
-    placed = await control.route_job(_route(jobId="j1", priority="low"))
-    assert placed.factory_id is not None
-    job = await store.get_job("ghost", "p1")
-    assert job.routed_at == NOW - timedelta(seconds=31), "routing others leaves them alone"
+async def test_a_gone_competitor_holds_nothing(store: FleetStore, client: Client) -> None:
+    control = _control(store, client)
+    await _waiting_job(store, client, "ghost", "critical", alive=False)
+    placed = await control.route_job(_route(jobId="j1", priority="low", workflowId="job-p1-j1"))
+    assert placed.factory_id is not None, "the ghost could not take the slot, so j1 did"
+    ghost = await store.get_run("ghost.1", "p1")
+    assert ghost.outcome == RunOutcome.CANCELLED and "never started" in (ghost.reason or "")
+    assert await store.queued("job-p1-ghost") is None
+    slots = {
+        t.factory_id: [r.job_id for r in t.reservations] for t in await store.list_slot_tables()
+    }
+    assert [j for held_by in slots.values() for j in held_by] == ["j1"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from gigafactory.models import EnrollmentToken, Stage, WaitReason
+from gigafactory.models import EnrollmentToken, QueueEntry, Stage, WaitReason
 from gigafactory.security import hash_token, mint
+from gigafactory.services.queue import Queue
 from tests.api.conftest import Api
 
 pytestmark = pytest.mark.temporal
@@ -170,25 +172,56 @@ async def _signals(api: Api, workflow_id: str) -> list[str]:
     ]
 
 
-async def test_enroll_heartbeat_and_uncordon_wake_jobs_waiting_for_capacity(api: Api) -> None:
+async def _queued(api: Api) -> dict[str, Any]:
+    """A job waiting in the queue, as its workflow would have left it (no worker runs)."""
     job = await api.submit()
     await api.set_job(job["id"], stage=Stage.WAITING, wait_reason=WaitReason.CAPACITY)
+    await Queue(api.store).enqueue(
+        QueueEntry(
+            id=job["workflowId"],
+            lane="",
+            job_id=job["id"],
+            job_product_id=api.product,
+            workflow_id=job["workflowId"],
+            epoch=1,
+            engine="shell",
+            waiting_since=datetime.now(UTC),
+        )  # fmt: skip
+    )
+    return job
 
-    factory_id, token = await api.enroll()
-    assert await _signals(api, job["workflowId"]) == ["wake"]
 
-    # Back from unhealthy: wakes again. A plain healthy heartbeat does not.
-    await api.http.post("/fleet/factories/heartbeat", json=BEAT, headers=api.auth(token))
-    assert len(await _signals(api, job["workflowId"])) == 2
-    await api.http.post("/fleet/factories/heartbeat", json=BEAT, headers=api.auth(token))
-    assert len(await _signals(api, job["workflowId"])) == 2
-    # More slots: wakes.
+async def test_capacity_that_appears_is_handed_to_jobs_waiting_for_it(api: Api) -> None:
+    """A factory back to health, with more slots, or uncordoned hands its slots to waiting
+    jobs at once (slot granted, lease open); a plain heartbeat or a cordon does not."""
+    first = await _queued(api)
+    factory_id, token = await api.enroll()  # not heard from yet: it takes nothing
+    assert await _signals(api, first["workflowId"]) == []
+
+    # First heartbeat: healthy now, so its free slot goes to the waiting job.
+    await api.http.post(
+        "/fleet/factories/heartbeat", json={**BEAT, "slots": 1}, headers=api.auth(token)
+    )
+    assert await _signals(api, first["workflowId"]) == ["slot_granted"]
+    assert (await api.store.get_job(first["id"])).stage == Stage.DISPATCHED
+
+    second = await _queued(api)
+    await api.http.post(
+        "/fleet/factories/heartbeat", json={**BEAT, "slots": 1}, headers=api.auth(token)
+    )
+    assert await _signals(api, second["workflowId"]) == []  # a plain heartbeat: still full
     await api.http.post(
         "/fleet/factories/heartbeat", json={**BEAT, "slots": 4}, headers=api.auth(token)
     )
-    assert len(await _signals(api, job["workflowId"])) == 3
+    assert await _signals(api, second["workflowId"]) == ["slot_granted"]  # more slots
 
     await api.http.post(f"/fleet/factories/{factory_id}/cordon", headers=api.admin)
-    assert len(await _signals(api, job["workflowId"])) == 3
+    third = await _queued(api)
+    await api.http.post(
+        "/fleet/factories/heartbeat", json={**BEAT, "slots": 4}, headers=api.auth(token)
+    )
+    assert await _signals(api, third["workflowId"]) == []  # cordoned: nothing
     await api.http.post(f"/fleet/factories/{factory_id}/uncordon", headers=api.admin)
-    assert len(await _signals(api, job["workflowId"])) == 4
+    assert await _signals(api, third["workflowId"]) == ["slot_granted"]
+    held = [r.job_id for r in (await api.store.get_slots(factory_id)).reservations]
+    assert sorted(held) == sorted([first["id"], second["id"], third["id"]])

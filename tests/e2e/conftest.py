@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +18,8 @@ from gigafactory.security import mint
 from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.temporal_client import connect_temporal
+from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
-from launch.workers import control_worker
 from tests.e2e.harness import ApiServer, Fleet
 
 __all__ = ["fleet_settings", "open_fleet"]
@@ -52,8 +51,8 @@ async def open_fleet(settings: Settings) -> AsyncIterator[Fleet]:
     assert settings.admin_key is not None
     store = await open_store(settings)
     client = await connect_temporal(settings)
-    worker = control_worker(client, store, settings)
-    worker_task = asyncio.create_task(worker.run())
+    control = ControlPlane(client, store, settings)
+    await control.start()
     api = ApiServer(settings, store, client)
     await api.start()
     api_url = f"http://127.0.0.1:{settings.api_port}"
@@ -65,8 +64,7 @@ async def open_fleet(settings: Settings) -> AsyncIterator[Fleet]:
             for factory in fleet.factories:
                 await factory.stop()
             await api.stop()
-            await worker.shutdown()
-            worker_task.cancel()
+            await control.stop()
             await store.close()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gigafactory.contracts import QUERY_LOCK_STATE, SIGNAL_WAKE, WakeSignal
+from gigafactory.contracts import QUERY_LOCK_STATE, SIGNAL_SLOT_GRANTED, SlotGrant
 from tests.conftest import EXAMPLES_DIR
 from tests.e2e.harness import Fleet, max_overlap, parse_time, unique_label
 
@@ -274,9 +274,10 @@ async def test_auth_boundaries(fleet: Fleet) -> None:
     assert r.status_code in (202, 409), r.text
 
 
-async def test_cancel_racing_a_wake_up_still_records_cancelled(fleet: Fleet) -> None:
-    # A cancel in the same workflow task as a wake-up lands on the routing local activity,
-    # which reports "Local Activity cancelled": the job must still end `cancelled`.
+async def test_cancel_racing_a_slot_grant_still_records_cancelled(fleet: Fleet) -> None:
+    # A cancel in the same workflow task as a slot grant lands on the local activity that
+    # gives the slot back (or on the attempt it would have started): the job must still
+    # end `cancelled`.
     jobs = [
         await fleet.submit({"engine": "devin", "prompt": "wait", "productId": "e2e"})
         for _ in range(6)
@@ -286,7 +287,8 @@ async def test_cancel_racing_a_wake_up_still_records_cancelled(fleet: Fleet) -> 
 
     async def race(job: dict[str, object]) -> None:
         handle = fleet.client.get_workflow_handle(str(job["workflowId"]))
-        await asyncio.gather(handle.signal(SIGNAL_WAKE, WakeSignal(reason="test")), handle.cancel())
+        grant = SlotGrant(factory_id="nowhere", epoch=1)
+        await asyncio.gather(handle.signal(SIGNAL_SLOT_GRANTED, grant), handle.cancel())
 
     await asyncio.gather(*(race(job) for job in jobs))
     for job in jobs:

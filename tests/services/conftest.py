@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from gigafactory.contracts import RouteInput, RouteResult
 from gigafactory.models import ApiKey, Role
 from gigafactory.services import Services
 from gigafactory.settings import Settings
-from gigafactory.store import FleetStore, SQLiteBackend
+from gigafactory.store import FleetStore, NotFound, SQLiteBackend
+from tests.store.conftest import make_job
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -74,3 +76,22 @@ def make_services(
 @pytest.fixture
 def services(store: FleetStore, client: Client, tmp_path: Path, clock: Clock) -> Services:
     return make_services(store, client, tmp_path, clock)
+
+
+async def place(services: Services, job_id: str, **fields: Any) -> RouteResult:
+    """Place an attempt of a job (its projection written first, as submit would have)."""
+    product = fields.pop("product_id", "acme")
+    try:
+        await services.store.get_job(job_id, product)
+    except NotFound:
+        await services.store.create_job(make_job(job_id, product))
+    return await services.dispatcher.place(
+        RouteInput(
+            job_id=job_id,
+            product_id=product,
+            epoch=fields.pop("epoch", 1),
+            workflow_id=f"job-{product}-{job_id}",
+            engine=fields.pop("engine", "sim"),
+            **fields,
+        )
+    )

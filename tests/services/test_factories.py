@@ -6,11 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from gigafactory.contracts import RouteInput
 from gigafactory.models import Factory, Role
 from gigafactory.services import Services
 from gigafactory.services.errors import Forbidden
-from tests.services.conftest import NOW, Clock, key
+from tests.services.conftest import NOW, Clock, key, place
 
 LIMIT = 20.0  # factory_unhealthy_after_s of the services fixture
 
@@ -29,9 +28,7 @@ async def test_the_api_and_routing_agree_on_health_at_the_boundary(
     clock.now = NOW + timedelta(seconds=age)
     state = await services.factories.get(key(), "f1")
     assert state.healthy is healthy
-    routed = await services.routing.route(
-        RouteInput(job_id="j1", product_id="acme", epoch=1, engine="sim")
-    )
+    routed = await place(services, "j1")
     assert (routed.factory_id == "f1") is healthy
     if not healthy:
         assert routed.waiting_reason == "no healthy factory"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from gigafactory.contracts import RouteInput
 from gigafactory.models import (
     Factory,
     PreemptionSettings,
@@ -24,7 +23,7 @@ from gigafactory.services.fleet_view import job_request
 from gigafactory.services.specs import Submission
 from gigafactory.store import FleetStore
 from routing import FleetWeights
-from tests.services.conftest import NOW, Clock, key, make_services
+from tests.services.conftest import NOW, Clock, key, make_services, place
 
 # Two factories that differ in what each term prefers: "cheap" is cheaper and less loaded,
 # "fit" matches the job's preferred label.
@@ -61,11 +60,7 @@ async def test_the_dry_run_picks_what_routing_then_reserves(
         )
     fields = {"engine": "sim", "prompt": "go", "productId": "acme", "preferredLabels": preferred}
     plan = await services.routing.dry_run(key(), Submission(fields=fields))
-    routed = await services.routing.route(
-        RouteInput(
-            job_id="j1", product_id="acme", epoch=1, engine="sim", preferred_labels=preferred
-        )  # fmt: skip
-    )
+    routed = await place(services, "j1", preferred_labels=preferred)
     # The inputs matter: a label preference alone wins "fit" under every valid weight set
     # here, and without one the defaults keep the cheaper, emptier factory.
     if preferred:
@@ -85,9 +80,7 @@ async def test_the_dry_run_waits_like_routing_when_nothing_fits(services: Servic
     await _fleet(services.store)
     fields = {"engine": "codex", "prompt": "go", "productId": "acme"}
     plan = await services.routing.dry_run(key(), Submission(fields=fields))
-    routed = await services.routing.route(
-        RouteInput(job_id="j1", product_id="acme", epoch=1, engine="codex")
-    )
+    routed = await place(services, "j1", engine="codex")
     assert plan.factory_id is None and routed.factory_id is None
     assert plan.reason == routed.waiting_reason == "no factory offers engine codex"
 
@@ -126,10 +119,9 @@ async def test_the_shadow_report_counts_placements_and_how_they_differ(
     services = make_services(store, client, tmp_path, clock, routing_shadow=shadow)
     await _fleet(store)
     for n, preferred in enumerate((["gpu"], ["gpu"], [])):
-        await services.routing.route(
-            RouteInput(job_id=f"j{n}", product_id="acme", epoch=1, engine="sim",
-                       preferred_labels=preferred, weights_override={"affinity": 20})
-        )  # fmt: skip
+        await place(
+            services, f"j{n}", preferred_labels=preferred, weights_override={"affinity": 20}
+        )
     clock.now = NOW + timedelta(minutes=5)
     report = await services.routing.shadow_report(key(), "acme", window=timedelta(hours=1))
     assert (report.enabled, report.decisions, report.differing) == (True, 3, 2)
@@ -159,8 +151,6 @@ async def test_a_victims_own_product_decides_how_long_it_is_protected(services: 
             reserved_at=NOW - timedelta(seconds=20),  # young: the reaper leaves it alone
         )  # fmt: skip
         assert await services.store.reserve_slot(factory_id, 1, reservation)
-    request = RouteInput(job_id="urgent", product_id="acme", epoch=1, engine="sim",
-                         priority=Priority.CRITICAL, preemption=True)  # fmt: skip
     unprotected = await services.routing.plan(
         job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
                     preferred_labels=[], waiting_since=NOW),  # fmt: skip
@@ -168,5 +158,5 @@ async def test_a_victims_own_product_decides_how_long_it_is_protected(services: 
     )  # fmt: skip
     assert unprotected.preemption is not None and unprotected.preemption.evict == ("safe-job",)
     await services.routing.put_weights(key(), "safe", {}, PreemptionSettings(min_runtime_s=600))
-    routed = await services.routing.route(request)
+    routed = await place(services, "urgent", priority=Priority.CRITICAL, preemption=True)
     assert (routed.factory_id, routed.evicted) == ("b", ["open-job"])

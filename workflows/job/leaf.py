@@ -11,7 +11,6 @@ The rules for each outcome are in `gigafactory.job_rules`.
 from __future__ import annotations
 
 import asyncio
-import builtins
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         PreemptRequest,
     )
     from gigafactory.contracts import (
-        BEGIN_ATTEMPT,
         BUDGET_ADMIT,
         FINISH_RUN,
         REQUEST_LOCK,
@@ -43,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         RUN_AGENT,
         RUN_DETAIL_FIELDS,
         SIGNAL_LOCK_RELEASE,
-        BeginAttemptInput,
+        WITHDRAW,
         BudgetAdmitInput,
         FinishRunInput,
         LockRelease,
@@ -53,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         RouteResult,
         RunAgentInput,
         RunAgentResult,
+        WithdrawInput,
         factory_task_queue,
         lock_workflow_id,
         product_workflow_id,
@@ -63,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
         dispatch_timeout_s,
         gives_up,
         progress_of,
-        route_data,
         stage_after_run,
     )
     from gigafactory.models import RunOutcome, Stage, WaitReason
@@ -129,84 +127,83 @@ class LeafStep:
                 await self._admit()
             route = await self._place(avoid)
             try:
-                await self._attempt(route, checkpoint)
+                await self._attempt(route, checkpoint, lost)
                 return
             except _Preempted as err:
                 rec.preempt = None
                 checkpoint = err.checkpoint or checkpoint
                 avoid = []
-                await rec.transition(
-                    Stage.QUEUED,
-                    reason=err.request.reason,
-                    kind="preempted",
-                    data={
-                        "preemptor": err.request.preemptor_job_id,
-                        "epoch": rec.epoch,
-                        "checkpoint": checkpoint,
-                    },
-                )
             except _Lost as err:
                 lost += 1
                 avoid = [err.factory_id]
                 checkpoint = err.checkpoint or checkpoint
-                if gives_up(lost, rec.inp.timing):
-                    await rec.transition(
-                        Stage.FAILED, reason=f"gave up after {lost} lost attempts: {err.reason}"
-                    )
-                    return
-                await rec.transition(
-                    Stage.QUEUED, reason=f"requeued: {err.reason}", kind="requeued"
-                )
 
     async def _place(self, avoid: list[str]) -> RouteResult:
-        """Route until a slot is reserved, waiting (woken or on a timer) while nothing fits."""
+        """A slot for the next attempt: at once, or once a dispatcher hands one over (the job
+        waits in the queue with no timer: waiting adds nothing to its history)."""
         rec = self.record
         spec = rec.inp.spec
-        first = True
-        waiting_since: datetime | None = None
-        while True:
-            route = await call_local(
-                ROUTE_JOB,
-                RouteInput(
-                    job_id=rec.job_id,
-                    product_id=rec.product_id,
-                    epoch=rec.epoch + 1,
-                    engine=spec.engine,
-                    capabilities=spec.capabilities,
-                    priority=spec.priority,
-                    waiting_since=waiting_since,
-                    # The factory that just lost the job is tried last, once.
-                    avoid_factories=avoid if first else [],
-                    preferred_labels=spec.preferred_labels,
-                    previous_factory_id=rec.factory_id,
-                    weights_override=spec.routing_weights,
-                    preemption=rec.inp.timing.preemption,
-                ),
-            )
-            first = False
-            if route.factory_id is not None:
-                return route
-            if waiting_since is None:
-                waiting_since = workflow.now()
-            reason = route.waiting_reason or "no factory has a free slot"
-            if rec.stage != Stage.WAITING or rec.reason != reason:
-                await rec.transition(
-                    Stage.WAITING,
-                    wait_reason=WaitReason.CAPACITY,
-                    reason=reason,
-                    data=route_data(route),
-                )
-            rec.woken = False
-            try:
-                await workflow.wait_condition(
-                    lambda: rec.woken,
-                    timeout=timedelta(seconds=rec.inp.timing.capacity_recheck_s),
-                )
-            except builtins.TimeoutError:
-                pass
+        route = await call_local(
+            ROUTE_JOB,
+            RouteInput(
+                job_id=rec.job_id,
+                product_id=rec.product_id,
+                epoch=rec.epoch + 1,
+                workflow_id=workflow.info().workflow_id,
+                engine=spec.engine,
+                capabilities=spec.capabilities,
+                priority=spec.priority,
+                # The factory that just lost the job is tried last.
+                avoid_factories=avoid,
+                preferred_labels=spec.preferred_labels,
+                previous_factory_id=rec.factory_id,
+                weights_override=spec.routing_weights,
+                preemption=rec.inp.timing.preemption,
+            ),
+        )
+        if route.factory_id is not None:
+            return route
+        rec.show(Stage.WAITING, WaitReason.CAPACITY, route.waiting_reason)
+        rec.grant, rec.awaiting_grant = None, True
+        try:
+            await workflow.wait_condition(lambda: rec.grant is not None)
+        except asyncio.CancelledError:
+            await despite_cancel(self._stop_waiting)
+            raise
+        finally:
+            rec.awaiting_grant = False
+        grant = rec.grant
+        assert grant is not None
+        rec.grant = None
+        return RouteResult(
+            factory_id=grant.factory_id,
+            score=grant.score,
+            stop_grace_s=grant.stop_grace_s,
+            evicted=grant.evicted,
+            victim_grace_s=grant.victim_grace_s,
+        )
 
-    async def _attempt(self, route: RouteResult, checkpoint: dict[str, Any] | None) -> None:
-        """Run the agent once on the routed factory under a new lease epoch."""
+    async def _stop_waiting(self) -> None:
+        """Cancelled while queued: leave the queue, or give back a slot just handed over."""
+        rec = self.record
+        grant = rec.grant
+        if grant is None:
+            await call_local(WITHDRAW, WithdrawInput(workflow_id=workflow.info().workflow_id))
+            return
+        now = workflow.now()
+        never_ran = RunAgentResult(
+            outcome=RunOutcome.CANCELLED,
+            reason="cancelled before it started",
+            started_at=now,
+            finished_at=now,
+        )
+        await self._finish(grant.factory_id, grant.epoch, now, never_ran, stage=Stage.CANCELLED)
+
+    async def _attempt(
+        self, route: RouteResult, checkpoint: dict[str, Any] | None, lost: int
+    ) -> None:
+        """Run the agent once on the placed factory, under the lease the placement opened;
+        record the run and the job's next stage together."""
         rec, spec, timing = self.record, self.record.inp.spec, self.record.inp.timing
         factory_id = route.factory_id
         assert factory_id is not None
@@ -215,19 +212,6 @@ class LeafStep:
         async with rec.lock:
             rec.epoch = epoch
             rec.factory_id = factory_id
-            await call_local(
-                BEGIN_ATTEMPT,
-                BeginAttemptInput(
-                    job_id=rec.job_id,
-                    product_id=rec.product_id,
-                    epoch=epoch,
-                    factory_id=factory_id,
-                    engine=spec.engine,
-                    at=started_at,
-                    event_id=str(workflow.uuid4()),
-                    data={"score": route.score, **route_data(route)},
-                ),
-            )
             rec.show(Stage.DISPATCHED, None, f"dispatched to {factory_id}")
 
         grace_s = timing.stop_grace_s if route.stop_grace_s is None else route.stop_grace_s
@@ -258,8 +242,21 @@ class LeafStep:
                 request = rec.preempt
                 handle.cancel()
                 result = await self._drain(handle, started_at)
+                kept = result.checkpoint or checkpoint
                 await self._finish(
-                    factory_id, epoch, started_at, result, override=RunOutcome.PREEMPTED
+                    factory_id,
+                    epoch,
+                    started_at,
+                    result,
+                    override=RunOutcome.PREEMPTED,
+                    stage=Stage.QUEUED,
+                    reason=request.reason,
+                    kind="preempted",
+                    data={
+                        "preemptor": request.preemptor_job_id,
+                        "epoch": epoch,
+                        "checkpoint": kept,
+                    },
                 )
                 raise _Preempted(request, result.checkpoint)
             result = await handle
@@ -268,7 +265,13 @@ class LeafStep:
             result = await self._drain(handle, started_at)
             await despite_cancel(
                 lambda: self._finish(
-                    factory_id, epoch, started_at, result, override=RunOutcome.CANCELLED
+                    factory_id,
+                    epoch,
+                    started_at,
+                    result,
+                    override=RunOutcome.CANCELLED,
+                    stage=Stage.CANCELLED,
+                    reason="cancelled",
                 )
             )
             raise
@@ -282,18 +285,42 @@ class LeafStep:
                 started_at=started_at,
                 finished_at=workflow.now(),
             )
-            await self._finish(factory_id, epoch, started_at, result)
-            if verdict.requeue:
-                raise _Lost(factory_id, verdict.reason, _last_progress(err)) from err
-            await rec.transition(Stage.FAILED, reason=verdict.reason)
-            return
+            if not verdict.requeue:
+                await self._finish(
+                    factory_id, epoch, started_at, result, stage=Stage.FAILED, reason=verdict.reason
+                )
+                return
+            if gives_up(lost + 1, timing):
+                await self._finish(
+                    factory_id,
+                    epoch,
+                    started_at,
+                    result,
+                    stage=Stage.FAILED,
+                    reason=f"gave up after {lost + 1} lost attempts: {verdict.reason}",
+                )
+                return
+            await self._finish(
+                factory_id,
+                epoch,
+                started_at,
+                result,
+                stage=Stage.QUEUED,
+                reason=f"requeued: {verdict.reason}",
+                kind="requeued",
+            )
+            raise _Lost(factory_id, verdict.reason, _last_progress(err)) from err
 
-        await self._finish(factory_id, epoch, started_at, result)
         end = stage_after_run(result.outcome, result.reason)
         if end.stage is None:
-            # The agent was stopped on our behalf (workflow cancel raced its completion).
+            # The agent was stopped on our behalf (a workflow cancel raced its completion).
+            await self._finish(
+                factory_id, epoch, started_at, result, stage=Stage.CANCELLED, reason="cancelled"
+            )
             raise asyncio.CancelledError()
-        await rec.transition(end.stage, reason=end.reason)
+        await self._finish(
+            factory_id, epoch, started_at, result, stage=end.stage, reason=end.reason
+        )
 
     async def _drain(
         self, handle: ActivityHandle[RunAgentResult], started_at: datetime
@@ -315,9 +342,15 @@ class LeafStep:
         epoch: int,
         started_at: datetime,
         result: RunAgentResult,
+        *,
+        stage: Stage,
+        reason: str | None = None,
         override: RunOutcome | None = None,
+        kind: str = "stage",
+        data: dict[str, Any] | None = None,
     ) -> None:
-        """Record the run, free its slot and wake whoever waits for one."""
+        """Record the run and the job's next stage (one local activity, one projection
+        write), free the slot for the next job, tell the budget controller the cost."""
         rec = self.record
         rec.cost_usd += result.cost_usd
         rec.exit_code = result.exit_code
@@ -338,9 +371,15 @@ class LeafStep:
                 reason=result.reason,
                 checkpoint=result.checkpoint,
                 budgets_enforced=rec.inp.timing.budgets,
+                stage=stage,
+                stage_reason=reason,
+                event_id=str(workflow.uuid4()),
+                event_kind=kind,
+                event_data=data or {},
                 **result.model_dump(include=RUN_DETAIL_FIELDS),
             ),
         )
+        rec.show(stage, None, reason)
         await self._report_spend(epoch, result)
 
     # --- budgets ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         RECORD_TRANSITION,
         ActivityDef,
         JobWorkflowInput,
+        SlotGrant,
         TransitionInput,
     )
     from gigafactory.job_rules import FINAL_STAGES, stage_label
@@ -86,7 +87,8 @@ class JobRecord:
     cost_usd: float = 0.0
     exit_code: int | None = None
     # Signals that the main coroutine waits for.
-    woken: bool = False
+    grant: SlotGrant | None = None
+    awaiting_grant: bool = False
     lock_granted: bool = False
     budget_admitted: bool = False
     preempt: PreemptRequest | None = None

@@ -24,27 +24,23 @@ with workflow.unsafe.imports_passed_through():
         PreemptRequest,
     )
     from gigafactory.contracts import (
-        FENCE_REPORT,
         JOB_WORKFLOW,
         QUERY_STATUS,
-        SIGNAL_AGENT_STARTED,
         SIGNAL_LOCK_GRANTED,
-        SIGNAL_WAKE,
+        SIGNAL_SLOT_GRANTED,
         UPDATE_ADD_CHILDREN,
         AddChildren,
-        AgentStarted,
-        FenceInput,
         JobStatus,
         JobWorkflowInput,
         JobWorkflowResult,
         LockGranted,
-        WakeSignal,
+        SlotGrant,
     )
     from gigafactory.models import Stage
 
 from workflows.job.leaf import LeafStep
 from workflows.job.parent import ParentStep
-from workflows.job.record import JobRecord, call_local, despite_cancel
+from workflows.job.record import JobRecord, despite_cancel
 
 __all__ = ["JobWorkflow"]
 
@@ -59,13 +55,15 @@ class JobWorkflow:
         self.record = JobRecord(inp)
         self.parent = ParentStep(self.record)
         self.leaf = LeafStep(self.record)
-        self._started_epochs: set[int] = set()
 
     # --- signals, updates, queries ------------------------------------------------------------
-    @workflow.signal(name=SIGNAL_WAKE)
-    def wake(self, signal: WakeSignal) -> None:
-        """Capacity may have freed: retry routing now instead of at the next re-check."""
-        self.record.woken = True
+    @workflow.signal(name=SIGNAL_SLOT_GRANTED)
+    def slot_granted(self, grant: SlotGrant) -> None:
+        """A dispatcher handed the queued job a slot and opened its next lease (a repeated
+        or outdated grant is ignored)."""
+        rec = self.record
+        if rec.awaiting_grant and rec.grant is None and grant.epoch == rec.epoch + 1:
+            rec.grant = grant
 
     @workflow.signal(name=SIGNAL_LOCK_GRANTED)
     def lock_granted(self, grant: LockGranted) -> None:
@@ -84,29 +82,6 @@ class JobWorkflow:
         rec = self.record
         if rec.stage in (Stage.DISPATCHED, Stage.RUNNING) and rec.preempt is None:
             rec.preempt = req
-
-    @workflow.signal(name=SIGNAL_AGENT_STARTED)
-    async def agent_started(self, started: AgentStarted) -> None:
-        """The factory started the agent: `running` if it is the current lease, else fence it."""
-        rec = self.record
-        if started.epoch < rec.epoch:
-            await call_local(
-                FENCE_REPORT,
-                FenceInput(
-                    job_id=rec.job_id,
-                    product_id=rec.product_id,
-                    epoch=started.epoch,
-                    actor=f"factory:{started.factory_id}",
-                    what="agent started",
-                    at=workflow.now(),
-                ),
-            )
-            return
-        self._started_epochs.add(started.epoch)
-        if started.epoch == rec.epoch and rec.stage == Stage.DISPATCHED:
-            await rec.transition(
-                Stage.RUNNING, reason=f"agent started on {started.factory_id}", epoch=started.epoch
-            )
 
     @workflow.update(name=UPDATE_ADD_CHILDREN)
     def add_children(self, inp: AddChildren) -> int:
@@ -144,7 +119,8 @@ class JobWorkflow:
             await self.leaf.run()
         except asyncio.CancelledError:
             await despite_cancel(lambda: self.parent.cancel_unstarted("parent cancelled"))
-            await despite_cancel(lambda: rec.transition(Stage.CANCELLED, reason="cancelled"))
+            if rec.stage != Stage.CANCELLED:  # an attempt may have recorded it already
+                await despite_cancel(lambda: rec.transition(Stage.CANCELLED, reason="cancelled"))
             raise
         finally:
             await self.leaf.clean_up()
