@@ -494,7 +494,6 @@ class _AgentRun:
     # --- lifecycle ----------------------------------------------------------------------------
     async def execute(self) -> RunAgentResult:
         """Start the agent and supervise it until it ends; see `run_agent`."""
-        self.heartbeat()  # the lease is held before the agent starts
         try:
             self.log_file = self.log_path.open("wb")
         except OSError as err:
@@ -505,7 +504,7 @@ class _AgentRun:
             if shutil.which(argv[0], path=env.get("PATH")) is None:
                 raise FileNotFoundError(f"{argv[0]} not found on PATH or not executable")
             self.proc = await asyncio.create_subprocess_exec(
-                *_supervised(argv, self.grace_s),
+                *(_supervised(argv, self.grace_s) if self.engine.supervised else argv),
                 cwd=self.workdir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL
@@ -605,6 +604,7 @@ class _AgentRun:
             self.grace_s,
             interrupt=self.engine.interrupt_first,
             interrupt_s=self.owner.stop_interrupt_s,
+            supervised=self.engine.supervised,
         )
 
     async def _finish(
@@ -612,12 +612,17 @@ class _AgentRun:
     ) -> RunAgentResult:
         """Drain the output, send the last chunk, upload the log, read the agent's report,
         commit and publish the workspace."""
+        # The agent has stopped: its slot can go to the next job now, while this run's log
+        # and workspace are still being published (the worker's own slot stays taken until
+        # this activity returns, so the factory never runs more agents than it has slots).
         await asyncio.wait({self.pump}, timeout=DRAIN_TIMEOUT_S)
         if not self.pump.done():
             logger.warning("%s: output still open %gs after exit", self.label, DRAIN_TIMEOUT_S)
             self.pump.cancel()
         await self._stop_flusher()
-        await self._flush()
+        # The last chunk says the agent stopped (one report, not two).
+        if not await self._flush(last=True):
+            await self._release_slot()
         log_text, artifact_id = await self._upload_log()
         artifacts = [artifact_id] if artifact_id else []
         report = self._report(log_text)
@@ -790,6 +795,14 @@ class _AgentRun:
             reason += f": {self.last_line}"
         return reason
 
+    async def _release_slot(self) -> None:
+        """Tell the control plane the agent stopped, so its slot is handed on at once (the
+        run's record follows from the workflow; a failure here only costs that delay)."""
+        try:
+            await self.owner.reporter.stopped(self.inp.job_id, self.inp.product_id, self.inp.epoch)
+        except Exception as err:  # the workflow frees the slot when it records the run
+            logger.info("%s: early slot release not reported: %s", self.label, err)
+
     async def _announce(self) -> None:
         """Tell the control plane the agent started (the job moves to `running`)."""
         try:
@@ -867,10 +880,14 @@ class _AgentRun:
             await asyncio.sleep(self.owner.log_chunk_interval_s)
             await self._flush()
 
-    async def _flush(self) -> None:
-        """Send the buffered text as the next chunk; on failure keep it for the next try."""
+    async def _flush(self, *, last: bool = False) -> bool:
+        """Send the buffered text as the next chunk; on failure keep it for the next try.
+
+        Returns:
+            Whether a chunk was sent (`last`: it also reported that the agent stopped).
+        """
         if not self.pending and not self.dropped_chars:
-            return
+            return False
         batch, self.pending = self.pending, []
         batch_chars, self.pending_chars = self.pending_chars, 0
         dropped, self.dropped_chars = self.dropped_chars, 0
@@ -883,7 +900,7 @@ class _AgentRun:
         seq = self.log_seq + 1
         try:
             await self.owner.reporter.append_log(
-                self.inp.job_id, self.inp.product_id, self.inp.epoch, seq, text
+                self.inp.job_id, self.inp.product_id, self.inp.epoch, seq, text, last=last
             )
         except Fenced:
             raise
@@ -895,8 +912,9 @@ class _AgentRun:
             if not isinstance(err, Exception):
                 raise
             logger.warning("%s: log chunk %d not sent: %s", self.label, seq, err)
-            return
+            return False
         self.log_seq = seq
+        return True
 
     async def _stop_flusher(self) -> None:
         if not self.flusher.done():

@@ -106,8 +106,10 @@ async def stop_supervised(
     *,
     interrupt: bool,
     interrupt_s: float,
+    supervised: bool = True,
 ) -> int:
     """Stop a supervised agent and its whole tree within `grace_s`; returns its return code.
+    (`supervised=False`: a single agent process with no supervisor, killed directly.)
 
     The sequence: SIGINT (when `interrupt`: several CLIs then report what they spent, see
     docs/agents.md) and up to `interrupt_s` to exit; SIGTERM to every process of the tree
@@ -129,9 +131,10 @@ async def stop_supervised(
         logger.warning(
             "agent tree of pid %d still running %gs after SIGTERM: SIGKILL", pid, grace_s
         )
-        # The supervisor kills its tree on SIGUSR1 and then exits with the agent's status.
-        signal_pids([pid], signal.SIGUSR1)
-        if await _exited(proc, 2.0):
-            return await proc.wait()
+        if supervised:
+            # The supervisor kills its tree on SIGUSR1 and then exits with the agent's status.
+            signal_pids([pid], signal.SIGUSR1)
+            if await _exited(proc, 2.0):
+                return await proc.wait()
     kill_tree(pid, include_root=True)
     return await proc.wait()

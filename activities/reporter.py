@@ -51,10 +51,14 @@ class FleetReporter(Protocol):
     async def started(self, job_id: str, product_id: str, epoch: int) -> None:
         """The agent of lease `epoch` started (the job moves to `running`)."""
 
+    async def stopped(self, job_id: str, product_id: str, epoch: int) -> None:
+        """The agent of lease `epoch` stopped: its slot may go to the next job."""
+
     async def append_log(
-        self, job_id: str, product_id: str, epoch: int, seq: int, text: str
+        self, job_id: str, product_id: str, epoch: int, seq: int, text: str, *, last: bool = False
     ) -> None:
-        """Store log chunk `seq` of lease `epoch` (re-sending a seq replaces it).
+        """Store log chunk `seq` of lease `epoch` (re-sending a seq replaces it); `last`: the
+        agent has stopped (its slot may go to the next job).
 
         Raises:
             Fenced: `epoch` is stale.
@@ -121,14 +125,17 @@ class HttpReporter:
             await self._client.aclose()
 
     async def append_log(
-        self, job_id: str, product_id: str, epoch: int, seq: int, text: str
+        self, job_id: str, product_id: str, epoch: int, seq: int, text: str, *, last: bool = False
     ) -> None:
         """`POST /fleet/jobs/{id}/log` -> 204."""
+        body: dict[str, Any] = {"productId": product_id, "epoch": epoch, "seq": seq, "text": text}
+        if last:
+            body["agentStopped"] = True
         await self._request(
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/log",
             what=f"log chunk {seq} of job {job_id}",
-            json={"productId": product_id, "epoch": epoch, "seq": seq, "text": text},
+            json=body,
         )
 
     async def upload_artifact(
@@ -165,6 +172,15 @@ class HttpReporter:
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/started",
             what=f"start of job {job_id}",
+            json={"productId": product_id, "epoch": epoch},
+        )
+
+    async def stopped(self, job_id: str, product_id: str, epoch: int) -> None:
+        """`POST /fleet/jobs/{id}/stopped`."""
+        await self._request(
+            "POST",
+            f"/fleet/jobs/{quote(job_id, safe='')}/stopped",
+            what=f"stop of job {job_id}",
             json={"productId": product_id, "epoch": epoch},
         )
 
@@ -276,6 +292,7 @@ class RecordingReporter:
     artifacts: dict[str, RecordedArtifact] = field(default_factory=dict)
     fenced: list[str] = field(default_factory=list)
     starts: list[tuple[str, int]] = field(default_factory=list)
+    stops: list[tuple[str, int]] = field(default_factory=list)
 
     def _check(self, job_id: str, epoch: int, what: str) -> None:
         current = self.current_epochs.get(job_id, self.current_epoch)
@@ -291,12 +308,19 @@ class RecordingReporter:
         self._check(job_id, epoch, "start")
         self.starts.append((job_id, epoch))
 
+    async def stopped(self, job_id: str, product_id: str, epoch: int) -> None:
+        """Note that the agent of `epoch` stopped."""
+        self._check(job_id, epoch, "stop")
+        self.stops.append((job_id, epoch))
+
     async def append_log(
-        self, job_id: str, product_id: str, epoch: int, seq: int, text: str
+        self, job_id: str, product_id: str, epoch: int, seq: int, text: str, *, last: bool = False
     ) -> None:
         """Keep the chunk (replacing an earlier one with the same seq)."""
         self._check(job_id, epoch, f"log chunk {seq}")
         self.logs[(job_id, epoch, seq)] = RecordedLogChunk(job_id, product_id, epoch, seq, text)
+        if last:
+            self.stops.append((job_id, epoch))
 
     async def upload_artifact(
         self,

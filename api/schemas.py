@@ -229,7 +229,7 @@ class RunList(CamelModel):
 
 # --- logs -------------------------------------------------------------------------------------
 class StartedIn(RequestModel):
-    """A factory's report that the agent of lease `epoch` started."""
+    """A factory's report that the agent of lease `epoch` started (or stopped)."""
 
     product_id: str
     epoch: int = Field(ge=0)
@@ -242,6 +242,9 @@ class LogChunkIn(RequestModel):
     epoch: int = Field(ge=0)
     seq: int = Field(ge=0)
     text: str = Field(max_length=1_000_000)
+    agent_stopped: bool = Field(
+        default=False, description="The last chunk: the agent stopped, its slot may be reused."
+    )
 
 
 class LogChunkOut(CamelModel):

@@ -1,16 +1,16 @@
-"""The benchmark's baseline: a bare workflow that runs one activity and returns.
+"""The benchmark's baseline: the types and the activity of a bare workflow
+(`bench.baseline_workflow`) that runs one activity and returns.
 
 It is what a job would cost on Temporal with no control plane at all, measured on the same
-server in the same run as the real jobs (`gigafactory bench`). Workflow, activity and their
-types live together here because nothing but the benchmark uses them.
+server in the same run as the real jobs (`gigafactory bench`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from temporalio import activity, workflow
+from temporalio import activity
 
 from gigafactory.models import CamelModel
 
@@ -19,7 +19,6 @@ __all__ = [
     "BASELINE_WORKFLOW",
     "BaselineInput",
     "BaselineResult",
-    "BaselineWorkflow",
     "baseline_activity",
 ]
 
@@ -35,9 +34,10 @@ class BaselineInput(CamelModel):
 
 
 class BaselineResult(CamelModel):
-    """When the baseline activity started (its worker's clock)."""
+    """When the baseline activity started and finished (its worker's clock)."""
 
     started_at: datetime
+    finished_at: datetime
 
 
 @activity.defn(name=BASELINE_ACTIVITY)
@@ -46,18 +46,4 @@ async def baseline_activity(inp: BaselineInput) -> BaselineResult:
     started = datetime.now(UTC)
     if inp.duration_s > 0:
         await asyncio.sleep(inp.duration_s)
-    return BaselineResult(started_at=started)
-
-
-@workflow.defn(name=BASELINE_WORKFLOW)
-class BaselineWorkflow:
-    """Run the one activity on the given queue and return its result."""
-
-    @workflow.run
-    async def run(self, inp: BaselineInput) -> BaselineResult:
-        return await workflow.execute_activity(
-            baseline_activity,
-            inp,
-            task_queue=inp.task_queue,
-            start_to_close_timeout=timedelta(seconds=inp.duration_s + 60),
-        )
+    return BaselineResult(started_at=started, finished_at=datetime.now(UTC))

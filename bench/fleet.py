@@ -1,29 +1,38 @@
 """`gigafactory bench`: throughput and latency of sim jobs against a bare Temporal baseline.
 
-Both sides run in the same process on the same Temporal dev server, one after the other,
-with the same capacity (K workers x S slots) and the same simulated work per job, so the
-ratio between them is what the control plane costs (routing, slot reservation, the store,
-the API, the agent subprocess, lease heartbeats), independent of the machine.
+Both sides run on the same Temporal dev server, one after the other, with the same capacity
+(K workers x S slots) and the same simulated work per job, so the ratio between them is
+what the control plane costs (routing, slot hand-off, the store, the API, the agent
+subprocess, lease heartbeats), independent of the machine. The fleet runs as a deployment
+does: `serve control` (N processes), `serve api` and one `factory run` per factory, each a
+process of its own (or all in this process with `in_process`); the baseline's workers run
+in this process. Besides jobs/s and latencies it reports history events per job, the
+longest workflow task, the control plane's CPU seconds per job and every process's memory
+as the run went on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench.baseline import BaselineInput, BaselineWorkflow, baseline_activity
+from bench.baseline import BaselineInput, baseline_activity
+from bench.baseline_workflow import BaselineWorkflow
+from bench.usage import ProcessUsage
 from gigafactory.settings import Settings
 from launch.cli.render import table
 from launch.stack import DevStack, LocalFactory
@@ -31,18 +40,22 @@ from launch.stack import DevStack, LocalFactory
 __all__ = [
     "BenchReport",
     "Latency",
-    "PreemptionBenchReport",
     "SideResult",
     "percentile",
-    "render_preemption_report",
     "render_report",
     "run_bench",
-    "run_preemption_bench",
+    "since",
+    "wait_stage",
+    "wait_terminal",
 ]
 
 _SUBMIT_CONCURRENCY = 32
+# Result long-polls open at once: the dev server refuses thousands of concurrent pollers.
+_RESULT_CONCURRENCY = 64
 _HISTORY_SAMPLE = 20
 _TERMINAL = {"succeeded", "failed", "cancelled", "blocked"}
+# Memory is compared between this many finished jobs (warm) and the end.
+_WARM_JOBS = 200
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,7 +79,7 @@ class Latency:
         return cls(percentile(values, 50), percentile(values, 99), mean)
 
 
-@dataclass(frozen=True)
+@dataclass
 class SideResult:
     """One side of the benchmark (the fleet or the baseline)."""
 
@@ -77,10 +90,20 @@ class SideResult:
     to_start: Latency
     to_finish: Latency
     history_events: float
+    # The longest workflow task of the sampled histories (started to completed).
+    max_task_s: float = 0.0
+    # CPU seconds of the control plane (fleet: API and control processes; baseline: this
+    # process, whose workers are the baseline's control plane).
+    cpu_s: float = 0.0
+    processes: list[ProcessUsage] = field(default_factory=list)
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def cpu_ms_per_job(self) -> float:
+        return 1000 * self.cpu_s / self.jobs if self.jobs else 0.0
 
 
 @dataclass(frozen=True)
@@ -89,22 +112,49 @@ class BenchReport:
     factories: int
     slots: int
     duration_s: float
+    control_processes: int
+    cores: int
     fleet: SideResult
     baseline: SideResult
 
 
-def _since(start: datetime, end_iso: str | None) -> float | None:
+def since(start: datetime, end_iso: str | None) -> float | None:
+    """Seconds from `start` to an ISO time from the API (None when there is none)."""
     if not end_iso:
         return None
     return (datetime.fromisoformat(end_iso.replace("Z", "+00:00")) - start).total_seconds()
 
 
-async def _history_events(client: Client, workflow_ids: list[str]) -> float:
-    counts = []
+async def _histories(client: Client, workflow_ids: list[str]) -> tuple[float, float]:
+    """Mean history events and the longest workflow task over a sample of workflows."""
+    counts: list[int] = []
+    longest = 0.0
     for workflow_id in workflow_ids[:_HISTORY_SAMPLE]:
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         counts.append(len(history.events))
-    return statistics.fmean(counts) if counts else 0.0
+        started: dict[int, datetime] = {}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                started[event.event_id] = event.event_time.ToDatetime()
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                attrs = event.workflow_task_completed_event_attributes
+                begun = started.get(attrs.started_event_id)
+                if begun is not None:
+                    took = (event.event_time.ToDatetime() - begun).total_seconds()
+                    longest = max(longest, took)
+    return (statistics.fmean(counts) if counts else 0.0), longest
+
+
+def _usage(stack: DevStack) -> list[ProcessUsage]:
+    usage = [
+        ProcessUsage(p.name, p.pid, children=p.name.startswith("factory-"))
+        for p in stack.processes
+        if p.pid is not None
+    ]
+    server = stack.temporal_server.pid if stack.temporal_server else None
+    if server is not None:
+        usage.append(ProcessUsage("temporal", server))
+    return usage
 
 
 async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResult:
@@ -120,8 +170,12 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
     }
     submitted: dict[str, datetime] = {}
     workflow_ids: list[str] = []
+    usage = _usage(stack)
+    own_cpu = time.process_time()
+    for u in usage:
+        u.begin()
     gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as http:
 
         async def submit() -> None:
             async with gate:
@@ -133,32 +187,55 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
 
         first = datetime.now(UTC)
         await asyncio.gather(*(submit() for _ in range(jobs)))
-        final: dict[str, dict[str, Any]] = {}
-        while len(final) < jobs:
-            await asyncio.sleep(0.25)
-            continuation = None
+        # Wait on the workflows themselves, as the baseline does (a bounded number of result
+        # polls at once), so the measurement does not load the API it measures.
+        finished = 0
+        result_gate = asyncio.Semaphore(_RESULT_CONCURRENCY)
+        client = stack.client
+
+        async def result(workflow_id: str) -> None:
+            nonlocal finished
+            async with result_gate:
+                await client.get_workflow_handle(workflow_id).result()
+            finished += 1
+
+        async def sample() -> None:
             while True:
-                params: dict[str, Any] = {"productId": product, "limit": 200}
-                if continuation:
-                    params["continuation"] = continuation
-                page = (await http.get("/fleet/jobs", params=params)).raise_for_status().json()
-                for job in page["items"]:
-                    if job["stage"] in _TERMINAL:
-                        final[job["id"]] = job
-                continuation = page.get("continuation")
-                if not continuation:
-                    break
+                for u in usage:
+                    u.sample(finished)
+                await asyncio.sleep(1.0)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(result(w) for w in workflow_ids))
+        sampler.cancel()
+        final: dict[str, dict[str, Any]] = {}
+        continuation = None
+        while True:
+            params: dict[str, Any] = {"productId": product, "limit": 200}
+            if continuation:
+                params["continuation"] = continuation
+            page = (await http.get("/fleet/jobs", params=params)).raise_for_status().json()
+            final.update({job["id"]: job for job in page["items"]})
+            continuation = page.get("continuation")
+            if not continuation:
+                break
+        for u in usage:
+            u.sample(finished)
+            u.end()
         to_start: list[float] = []
         for job_id in submitted:
             runs = (await http.get(f"/fleet/jobs/{job_id}/runs")).raise_for_status().json()
-            if runs["items"] and (s := _since(submitted[job_id], runs["items"][-1]["startedAt"])):
+            if runs["items"] and (s := since(submitted[job_id], runs["items"][-1]["startedAt"])):
                 to_start.append(s)
     to_finish = [
-        s for job_id, job in final.items() if (s := _since(submitted[job_id], job["finishedAt"]))
+        s for job_id, job in final.items() if (s := since(submitted[job_id], job["finishedAt"]))
     ]
     last = max(
         datetime.fromisoformat(j["finishedAt"].replace("Z", "+00:00")) for j in final.values()
     )
+    events, longest = await _histories(stack.client, workflow_ids)
+    control = [u for u in usage if u.name == "api" or u.name.startswith("control-")]
+    cpu = sum(u.cpu_s for u in control) if usage else time.process_time() - own_cpu
     return SideResult(
         name="gigafactory",
         jobs=jobs,
@@ -166,12 +243,20 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
         wall_s=(last - first).total_seconds(),
         to_start=Latency.of(to_start),
         to_finish=Latency.of(to_finish),
-        history_events=await _history_events(stack.client, workflow_ids),
+        history_events=events,
+        max_task_s=longest,
+        cpu_s=cpu,
+        processes=usage,
     )
 
 
 async def bench_baseline(
-    client: Client, jobs: int, factories: int, slots: int, duration_s: float
+    client: Client,
+    jobs: int,
+    factories: int,
+    slots: int,
+    duration_s: float,
+    server_pid: int | None = None,
 ) -> SideResult:
     """The same load as bare workflows, each running one activity, same capacity.
 
@@ -190,14 +275,20 @@ async def bench_baseline(
         for queue in act_queues
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
-    gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
+    start_gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
+    result_gate = asyncio.Semaphore(_RESULT_CONCURRENCY)
     to_start: list[float] = []
     to_finish: list[float] = []
+    finished: list[datetime] = []
     workflow_ids: list[str] = []
+    cpu = time.process_time()
+    server = [ProcessUsage("temporal", server_pid)] if server_pid is not None else []
+    for u in server:
+        u.begin()
     try:
 
         async def one(i: int) -> None:
-            async with gate:
+            async with start_gate:
                 at = datetime.now(UTC)
                 handle = await client.start_workflow(
                     BaselineWorkflow.run,
@@ -206,14 +297,18 @@ async def bench_baseline(
                     task_queue=wf_queue,
                 )
                 workflow_ids.append(handle.id)
-            result = await handle.result()
+            async with result_gate:
+                result = await handle.result()
             to_start.append((result.started_at - at).total_seconds())
-            to_finish.append((datetime.now(UTC) - at).total_seconds())
+            to_finish.append((result.finished_at - at).total_seconds())
+            finished.append(result.finished_at)
 
-        began = time.monotonic()
+        first = datetime.now(UTC)
         await asyncio.gather(*(one(i) for i in range(jobs)))
-        wall = time.monotonic() - began
-        events = await _history_events(client, workflow_ids)
+        cpu = time.process_time() - cpu
+        for u in server:
+            u.end()
+        events, longest = await _histories(client, workflow_ids)
     finally:
         for worker in workers:
             await worker.shutdown()
@@ -223,10 +318,13 @@ async def bench_baseline(
         name="bare Temporal",
         jobs=jobs,
         succeeded=len(to_finish),
-        wall_s=wall,
+        wall_s=(max(finished) - first).total_seconds(),
         to_start=Latency.of(to_start),
         to_finish=Latency.of(to_finish),
         history_events=events,
+        max_task_s=longest,
+        cpu_s=cpu,
+        processes=server,
     )
 
 
@@ -237,6 +335,8 @@ async def run_bench(
     factories: int,
     slots: int = 2,
     duration_s: float = 0.0,
+    control_processes: int = 1,
+    in_process: bool = False,
 ) -> BenchReport:
     """Start a fresh stack (no UI) in a temporary data dir and measure both sides."""
     with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp:
@@ -248,16 +348,24 @@ async def run_bench(
             ],
             fallback_ports=True,
             ui=False,
+            in_process=in_process,
+            control_processes=control_processes,
         )
         async with stack:
             assert stack.client is not None
-            baseline = await bench_baseline(stack.client, jobs, factories, slots, duration_s)
+            server = stack.temporal_server.pid if stack.temporal_server else None
+            baseline = await bench_baseline(
+                stack.client, jobs, factories, slots, duration_s, server_pid=server
+            )
             fleet = await bench_fleet(stack, jobs, duration_s)
-    return BenchReport(jobs, factories, slots, duration_s, fleet, baseline)
+    cores = len(os.sched_getaffinity(0))
+    return BenchReport(
+        jobs, factories, slots, duration_s, control_processes, cores, fleet, baseline
+    )
 
 
 def render_report(report: BenchReport) -> str:
-    """The benchmark as a table, with the fleet/baseline ratios."""
+    """The benchmark as tables: both sides with their ratios, then every process."""
 
     def row(side: SideResult) -> list[str]:
         return [
@@ -269,12 +377,14 @@ def render_report(report: BenchReport) -> str:
             f"{side.to_finish.p50:.3f}",
             f"{side.to_finish.p99:.3f}",
             f"{side.history_events:.0f}",
+            f"{side.max_task_s:.3f}",
+            f"{side.cpu_ms_per_job:.1f}",
         ]
 
     f, b = report.fleet, report.baseline
 
     def ratio(a: float, c: float) -> str:
-        return f"{a / c:.1f}x" if c > 0 else "-"
+        return f"{a / c:.2f}x" if c > 0 else "-"
 
     ratios = [
         "ratio",
@@ -285,111 +395,49 @@ def render_report(report: BenchReport) -> str:
         ratio(f.to_finish.p50, b.to_finish.p50),
         ratio(f.to_finish.p99, b.to_finish.p99),
         ratio(f.history_events, b.history_events),
+        "",
+        ratio(f.cpu_ms_per_job, b.cpu_ms_per_job),
     ]
     head = (
         f"{report.jobs} jobs, {report.factories} factories x {report.slots} slots, "
-        f"{report.duration_s:g}s of simulated work each (latencies in seconds)"
+        f"{report.duration_s:g}s of simulated work each, {report.control_processes} control "
+        f"process(es), {report.cores} cores (latencies in seconds)"
     )
-    return (
-        head
-        + "\n"
-        + table(
-            ["", "ok", "jobs/s", "start p50", "start p99", "finish p50", "finish p99", "events"],
-            [row(f), row(b), ratios],
-        )
+    sides = table(
+        [
+            "",
+            "ok",
+            "jobs/s",
+            "start p50",
+            "start p99",
+            "finish p50",
+            "finish p99",
+            "events",
+            "max task",
+            "cpu ms/job",
+        ],  # fmt: skip
+        [row(f), row(b), ratios],
     )
-
-
-@dataclass(frozen=True)
-class PreemptionBenchReport:
-    """Submit-to-start of a critical job: idle fleet vs a fleet full of low jobs."""
-
-    factories: int
-    slots: int
-    idle: Latency
-    full: Latency
-    evictions: int
-
-    @property
-    def ratio(self) -> float:
-        return self.full.p50 / self.idle.p50 if self.idle.p50 > 0 else 0.0
-
-
-async def _time_to_start(http: httpx.AsyncClient, body: dict[str, Any]) -> tuple[str, float]:
-    """Submit a job and return the seconds until its agent was running (its `running`
-    event: the factory started the agent, after any victims stopped)."""
-    at = datetime.now(UTC)
-    r = await http.post("/fleet/jobs", json=body)
-    r.raise_for_status()
-    job_id = str(r.json()["id"])
-    await _wait_terminal(http, job_id)
-    events = (await http.get(f"/fleet/jobs/{job_id}/events")).raise_for_status().json()["items"]
-    running = next(e["at"] for e in events if e.get("stage") == "running")
-    started = _since(at, running)
-    assert started is not None
-    return job_id, started
-
-
-async def run_preemption_bench(
-    settings: Settings, *, factories: int = 2, slots: int = 2, repeats: int = 5
-) -> PreemptionBenchReport:
-    """A critical job's submit-to-start, idle fleet first, then with every slot held by a
-    low job (FLEET_PREEMPTION on: it evicts one), `repeats` times each, same stack."""
-    with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp:
-        stack = DevStack(
-            settings.model_copy(
-                update={"data_dir": Path(tmp), "temporal_address": None, "preemption": True}
-            ),
-            factories=[
-                LocalFactory(id=f"bench-{i + 1}", engines=("sim",), slots=slots)
-                for i in range(factories)
-            ],
-            fallback_ports=True,
-            ui=False,
+    parts = [head, sides]
+    for side in (b,):
+        for u in side.processes:
+            parts.append(f"{side.name}: {u.name} process {u.cpu_s:.1f} CPU s")
+    if f.processes:
+        warm = min(_WARM_JOBS, report.jobs)
+        parts.append(
+            table(
+                ["process", "cpu s", f"rss MB at {warm} done", "rss MB at the end"],
+                [
+                    (u.name, f"{u.cpu_s:.1f}", f"{u.rss_at(warm):.0f}", f"{u.rss_end:.0f}")
+                    for u in f.processes
+                ],
+            )
         )
-        async with stack:
-            headers = {"Authorization": f"Bearer {stack.admin_key}"}
-            async with httpx.AsyncClient(
-                base_url=stack.api_url, headers=headers, timeout=60
-            ) as http:
-                product = f"bench{uuid.uuid4().hex[:6]}"
-
-                def job(priority: str, duration: float) -> dict[str, Any]:
-                    return {
-                        "engine": "sim",
-                        "prompt": "benchmark",
-                        "productId": product,
-                        "priority": priority,
-                        "params": {"durationS": duration},
-                    }
-
-                idle: list[float] = []
-                for _ in range(repeats):
-                    critical, took = await _time_to_start(http, job("critical", 0))
-                    idle.append(took)
-                    await _wait_terminal(http, critical)
-                full: list[float] = []
-                evictions = 0
-                for _ in range(repeats):
-                    lows = [
-                        (await http.post("/fleet/jobs", json=job("low", 600))).json()["id"]
-                        for _ in range(factories * slots)
-                    ]
-                    for low in lows:
-                        await _wait_stage(http, low, {"running"})
-                    critical, took = await _time_to_start(http, job("critical", 0))
-                    full.append(took)
-                    await _wait_terminal(http, critical)
-                    for low in lows:
-                        events = (await http.get(f"/fleet/jobs/{low}/events")).json()["items"]
-                        evictions += sum(1 for e in events if e["kind"] == "preempted")
-                        await http.patch(f"/fleet/jobs/{low}", json={"action": "cancel"})
-                    for low in lows:
-                        await _wait_terminal(http, low)
-    return PreemptionBenchReport(factories, slots, Latency.of(idle), Latency.of(full), evictions)
+    return "\n".join(parts)
 
 
-async def _wait_stage(http: httpx.AsyncClient, job_id: str, stages: set[str]) -> str:
+async def wait_stage(http: httpx.AsyncClient, job_id: str, stages: set[str]) -> str:
+    """Poll the API until the job is in one of `stages`."""
     while True:
         stage = str((await http.get(f"/fleet/jobs/{job_id}")).raise_for_status().json()["stage"])
         if stage in stages:
@@ -397,18 +445,6 @@ async def _wait_stage(http: httpx.AsyncClient, job_id: str, stages: set[str]) ->
         await asyncio.sleep(0.1)
 
 
-async def _wait_terminal(http: httpx.AsyncClient, job_id: str) -> str:
-    return await _wait_stage(http, job_id, _TERMINAL)
-
-
-def render_preemption_report(report: PreemptionBenchReport) -> str:
-    head = (
-        f"critical job submit-to-start, {report.factories} factories x {report.slots} slots "
-        f"(seconds; {report.evictions} evictions)"
-    )
-    rows = [
-        ("idle fleet (baseline)", f"{report.idle.p50:.3f}", f"{report.idle.p99:.3f}"),
-        ("fleet full of low jobs", f"{report.full.p50:.3f}", f"{report.full.p99:.3f}"),
-        ("ratio", f"{report.ratio:.1f}x", ""),
-    ]
-    return head + "\n" + table(["", "p50", "p99"], rows)
+async def wait_terminal(http: httpx.AsyncClient, job_id: str) -> str:
+    """Poll the API until the job has ended."""
+    return await wait_stage(http, job_id, _TERMINAL)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_env"]
 
 
 class Settings(BaseSettings):
@@ -123,3 +123,16 @@ class Settings(BaseSettings):
     def agent_home_dir(self) -> Path:
         """The agent CLIs' homes (config, sessions), one folder per factory below it."""
         return self.data_dir / "agent-homes"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The `FLEET_*` environment that gives a child process these settings: every field
+    that differs from its default (so the child's own environment fills in the rest)."""
+    env: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value == info.default or value is None:
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"FLEET_{name.upper()}"] = text
+    return env

@@ -76,6 +76,7 @@ class TemporalDevServer:
         namespace: str = "default",
         log_file: Path | None = None,
         single_partition: bool = True,
+        pid_file: Path | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -84,7 +85,13 @@ class TemporalDevServer:
         self.namespace = namespace
         self.log_file = log_file
         self.single_partition = single_partition
+        self.pid_file = pid_file
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid while it runs."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def address(self) -> str:
@@ -131,9 +138,14 @@ class TemporalDevServer:
         if self.db_file is not None:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        argv = self.command()
         self._process = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+        if self.pid_file is not None:
+            # Recorded with its command line, so a later stack can tell it from a reused pid.
+            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            self.pid_file.write_text(f"{self._process.pid}\n{' '.join(argv)} \n")
         try:
             await wait_for_port(self.host, self.port, timeout_s)
             await self._wait_serving(timeout_s)
@@ -157,6 +169,8 @@ class TemporalDevServer:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL)."""
         process, self._process = self._process, None
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)

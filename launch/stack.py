@@ -1,8 +1,13 @@
-"""The dev stack: Temporal dev server, control-plane worker, API and local factories in one
-process, for `gigafactory dev`, `gigafactory demo` and `gigafactory bench`.
+"""The dev stack: Temporal dev server, control plane, API and local factories, for
+`gigafactory dev`, `gigafactory demo` and `gigafactory bench`.
 
-Everything is started in dependency order and stopped in reverse; factories enroll through
-the API exactly as remote ones do (one-time enrollment token, then a factory token).
+By default every part runs as the process a deployment runs (`serve api`, `serve control`,
+`factory run`), so the dev stack exercises the production shape; `in_process=True` runs
+the control plane, the API and the factories in this process instead (tests, debugging).
+Everything is started in dependency order and stopped in reverse, on every exit path; every
+child process is recorded in `<data dir>/pids`, so a stack that died without cleaning up is
+cleaned up by the next one on that data directory. Factories enroll through the API
+exactly as remote ones do (one-time enrollment token, then a factory token).
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,13 +28,14 @@ from temporalio.client import Client
 
 from api.app import create_app
 from gigafactory.security import mint
-from gigafactory.settings import Settings
+from gigafactory.settings import Settings, settings_env
 from gigafactory.store import open_store
 from gigafactory.store.fleet_store import FleetStore
 from gigafactory.temporal_client import connect_temporal
 from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
+from launch.processes import ManagedProcess, pid_dir, stop_orphans
 
 __all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
 
@@ -59,7 +67,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 @dataclass(frozen=True)
 class LocalFactory:
-    """A factory the stack runs in-process: `engines` None means every engine found."""
+    """A factory the stack runs: `engines` None means every engine found."""
 
     id: str
     engines: Sequence[str] | None = None
@@ -68,7 +76,7 @@ class LocalFactory:
 
 
 @dataclass
-class _Running:
+class _InProcess:
     spec: LocalFactory
     runtime: FactoryRuntime
     stop: asyncio.Event
@@ -86,20 +94,26 @@ class DevStack:
         factories: Local factories to enroll and run once the API is up.
         fallback_ports: Take a free port instead of failing when a configured one is busy
             (the demo does; `dev` fails so the printed URLs are the ones asked for).
+        ui: Start the Temporal UI with the dev server.
+        in_process: Run the control plane, the API and the factories in this process.
+        control_processes: How many `serve control` processes (not in process).
     """
 
     settings: Settings
     factories: Sequence[LocalFactory] = ()
     fallback_ports: bool = False
     ui: bool = True
+    in_process: bool = False
+    control_processes: int = 1
     admin_key: str = ""
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
+    processes: list[ManagedProcess] = field(default_factory=list)
     _control: ControlPlane | None = None
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
-    _running: list[_Running] = field(default_factory=list)
+    _in_process: list[_InProcess] = field(default_factory=list)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +127,9 @@ class DevStack:
     async def _start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        stopped = await asyncio.to_thread(stop_orphans, pid_dir(s.data_dir))
+        if stopped:
+            logger.warning("stopped what an earlier stack left running: %s", ", ".join(stopped))
         self.admin_key = s.admin_key or mint("gfk")[1]
         api_port = self._port("API", "--api-port", s.api_port)
         updates: dict[str, object] = {"api_port": api_port, "admin_key": self.admin_key}
@@ -124,6 +141,7 @@ class DevStack:
                 ui_port=ui_port,
                 db_file=s.data_dir / "temporal.sqlite3",
                 log_file=s.data_dir / "temporal.log",
+                pid_file=pid_dir(s.data_dir) / "temporal.pid",
             )
             await self.temporal_server.start()
             updates["temporal_address"] = self.temporal_server.address
@@ -131,19 +149,23 @@ class DevStack:
                 updates["ui_port"] = ui_port
         # The resolved settings are what children (factories, URLs) must see.
         self.settings = s = s.model_copy(update=updates)
-
-        self.store = await open_store(s)
         self.client = await connect_temporal(s)
+        if self.in_process:
+            await self._start_in_process()
+        else:
+            await self._start_processes()
+        for factory in self.factories:
+            await self.add_factory(factory)
+
+    async def _start_in_process(self) -> None:
+        s = self.settings
+        assert self.client is not None
+        self.store = await open_store(s)
         self._control = ControlPlane(self.client, self.store, s)
         await self._control.start()
-
         app = create_app(s, store=self.store, temporal=self.client)
         config = uvicorn.Config(
-            app,
-            host=s.api_host,
-            port=s.api_port,
-            log_level="warning",
-            lifespan="on",
+            app, host=s.api_host, port=s.api_port, log_level="warning", lifespan="on"
         )
         self._api = _QuietServer(config)
         self._api_task = asyncio.create_task(self._api.serve(), name="api")
@@ -153,17 +175,63 @@ class DevStack:
                 raise RuntimeError("the API stopped while starting")
             await asyncio.sleep(0.05)
 
-        for factory in self.factories:
-            await self.add_factory(factory)
+    async def _start_processes(self) -> None:
+        for n in range(self.control_processes):
+            self._spawn(f"control-{n + 1}", ["serve", "control"])
+        self._spawn("api", ["serve", "api"])
+        await self._wait_api()
+
+    def _spawn(
+        self, name: str, command: Sequence[str], extra_env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start `gigafactory COMMAND` with this stack's settings in its environment."""
+        s = self.settings
+        env = {**os.environ, **settings_env(s), **(extra_env or {})}
+        process = ManagedProcess(
+            name,
+            [sys.executable, "-m", "launch.cli.main", *command],
+            pid_directory=pid_dir(s.data_dir),
+            log_path=s.data_dir / "logs" / f"{name}.log",
+            env=env,
+        )
+        process.start()
+        self.processes.append(process)
+        return process
+
+    async def _wait_api(self, timeout_s: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with httpx.AsyncClient(base_url=self.api_url, timeout=5) as http:
+            while True:
+                for process in self.processes:
+                    if not process.running():
+                        raise RuntimeError(
+                            f"{process.name} stopped while the stack started; see "
+                            f"{process.log_path}"
+                        )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        return
+                if loop.time() > deadline:
+                    raise TimeoutError(f"the API did not answer at {self.api_url} in {timeout_s}s")
+                await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        """Stop factories, API, worker, store and dev server, in that order."""
-        running, self._running = self._running, []
-        for item in running:
+        """Stop factories, API, control plane, store and dev server, in that order."""
+        in_process, self._in_process = self._in_process, []
+        for item in in_process:
             item.stop.set()
-        for item in running:
+        for item in in_process:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(item.task, 30)
+        # Factories first (their agents stop and report), then the API, then the control.
+        order = sorted(
+            self.processes,
+            key=lambda p: (not p.name.startswith("factory-"), p.name.startswith("control-")),
+        )
+        for process in order:
+            await asyncio.to_thread(process.stop)
+        self.processes = []
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
@@ -192,7 +260,7 @@ class DevStack:
         await self.stop()
 
     # --- factories ----------------------------------------------------------------------------
-    async def add_factory(self, spec: LocalFactory) -> FactoryRuntime:
+    async def add_factory(self, spec: LocalFactory) -> FactoryRuntime | ManagedProcess:
         """Enroll a local factory through the API and start it."""
         assert self.client is not None, "start the stack first"
         token = await enroll_factory(
@@ -203,6 +271,15 @@ class DevStack:
             labels=list(spec.labels),
             slots=spec.slots,
         )
+        if not self.in_process:
+            command = ["factory", "run", "--id", spec.id, "--slots", str(spec.slots)]
+            if spec.engines is not None:
+                command += ["--engines", ",".join(spec.engines)]
+            if spec.labels:
+                command += ["--labels", ",".join(spec.labels)]
+            process = self._spawn(f"factory-{spec.id}", command, {"FLEET_FACTORY_TOKEN": token})
+            await self._wait_healthy(spec.id, process)
+            return process
         runtime = FactoryRuntime(
             self.settings,
             self.client,
@@ -215,16 +292,40 @@ class DevStack:
         )
         stop = asyncio.Event()
         task = asyncio.create_task(runtime.run(stop), name=f"factory-{spec.id}")
-        self._running.append(_Running(spec, runtime, stop, task))
+        self._in_process.append(_InProcess(spec, runtime, stop, task))
         return runtime
+
+    async def _wait_healthy(
+        self, factory_id: str, process: ManagedProcess, timeout_s: float = 60.0
+    ) -> None:
+        """Until the factory's first heartbeat arrived (jobs submitted next can go there)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
+        async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=5) as http:
+            while True:
+                if not process.running():
+                    raise RuntimeError(f"factory {factory_id} stopped; see {process.log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await http.get(f"/fleet/factories/{factory_id}")
+                    if r.status_code == 200 and r.json().get("healthy"):
+                        return
+                if loop.time() > deadline:
+                    raise TimeoutError(f"factory {factory_id} not healthy after {timeout_s}s")
+                await asyncio.sleep(0.1)
 
     async def stop_factory(self, factory_id: str) -> None:
         """Stop one local factory (its heartbeats stop; the control plane notices)."""
-        for item in list(self._running):
+        for item in list(self._in_process):
             if item.spec.id == factory_id:
                 item.stop.set()
                 await asyncio.wait_for(item.task, 30)
-                self._running.remove(item)
+                self._in_process.remove(item)
+                return
+        for process in list(self.processes):
+            if process.name == f"factory-{factory_id}":
+                await asyncio.to_thread(process.stop)
+                self.processes.remove(process)
                 return
         raise KeyError(factory_id)
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.control import ControlActivities
 from activities.factory import FactoryActivities
@@ -13,7 +14,7 @@ from gigafactory.contracts import factory_task_queue
 from gigafactory.services import Services
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
-from workflows import WORKFLOWS
+from workflows.registry import SANDBOX_PASSTHROUGH, WORKFLOWS
 
 __all__ = ["control_worker", "factory_worker"]
 
@@ -35,6 +36,9 @@ def control_worker(
         task_queue=settings.control_task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+        ),
     )
 
 

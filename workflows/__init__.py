@@ -1,9 +1,5 @@
-"""Temporal workflows of the control plane. Deterministic: they import no I/O code."""
+"""Temporal workflows of the control plane. Deterministic: they import no I/O code.
 
-from workflows.job import JobWorkflow
-from workflows.lock import LockWorkflow
-from workflows.product import ProductControllerWorkflow
-
-__all__ = ["JobWorkflow", "LockWorkflow", "ProductControllerWorkflow", "WORKFLOWS"]
-
-WORKFLOWS: list[type] = [JobWorkflow, LockWorkflow, ProductControllerWorkflow]
+The package itself imports nothing, because the workflow sandbox re-imports a workflow's
+package for every run; what a worker registers is in `workflows.registry`.
+"""

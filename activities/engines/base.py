@@ -140,6 +140,9 @@ class Engine(ABC):
     executable: str | None = None
     #: Stop with SIGINT first: agent CLIs treat it as Ctrl-C and may report their cost.
     interrupt_first: bool = False
+    #: Run the agent under `activities.supervisor`, which keeps its whole process tree
+    #: together for stopping; an agent that never starts processes of its own may skip it.
+    supervised: bool = True
 
     def available(self, path_env: str | None) -> bool:
         """Whether this factory can run the engine.

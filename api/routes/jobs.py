@@ -121,12 +121,28 @@ async def report_started(
     return Response(status_code=204)
 
 
+@router.post("/{job_id}/stopped", status_code=204, response_class=Response)
+async def report_stopped(
+    job_id: str, body: StartedIn, factory: FactoryDep, services: ServicesDep
+) -> Response:
+    """A factory's agent of the attempt (lease `epoch`) stopped: its slot goes to the next
+    job at once, while the run's record is still on its way."""
+    await services.attempts.stopped(factory.id, job_id, body.product_id, epoch=body.epoch)
+    return Response(status_code=204)
+
+
 @router.post("/{job_id}/log", status_code=204, response_class=Response)
 async def report_log(
     job_id: str, body: LogChunkIn, factory: FactoryDep, services: ServicesDep
 ) -> Response:
     """A factory streams a log chunk of the attempt (lease `epoch`) it runs."""
-    await services.jobs.append_log(
-        factory.id, job_id, body.product_id, epoch=body.epoch, seq=body.seq, text=body.text
+    await services.attempts.log(
+        factory.id,
+        job_id,
+        body.product_id,
+        epoch=body.epoch,
+        seq=body.seq,
+        text=body.text,
+        agent_stopped=body.agent_stopped,
     )
     return Response(status_code=204)

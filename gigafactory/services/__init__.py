@@ -113,7 +113,9 @@ class Services:
         self.factories = FactoryService(store, settings, self.dispatcher, clock)
         self.health = HealthService(store, temporal)
         self.budgets = BudgetService(store, settings, self.controllers, self.lifecycle, clock)
-        self.attempts = AttemptService(store, self.lifecycle, self.budgets, self.dispatcher)
+        self.attempts = AttemptService(
+            store, self.lifecycle, self.budgets, self.dispatcher, self.jobs
+        )
         self.keys = KeyService(store, clock)
         self.artifacts = ArtifactService(
             store,

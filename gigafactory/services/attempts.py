@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from gigafactory.contracts import FinishRunInput, WithdrawInput
 from gigafactory.services.budgets import BudgetService
 from gigafactory.services.dispatch import Dispatcher
+from gigafactory.services.jobs import JobService
 from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.store.fleet_store import FleetStore
 
@@ -31,6 +32,7 @@ class AttemptService:
     lifecycle: Lifecycle
     budgets: BudgetService
     dispatcher: Dispatcher
+    jobs: JobService
 
     async def finish(self, inp: FinishRunInput) -> None:
         """Record how an attempt ended and the job's next stage; free its slot for the best
@@ -41,6 +43,34 @@ class AttemptService:
         await self.dispatcher.release(
             inp.factory_id, inp.job_id, inp.epoch, reason=f"{inp.job_id} ended its run"
         )
+
+    async def stopped(
+        self, factory_id: str, job_id: str, product_id: str | None, *, epoch: int
+    ) -> None:
+        """A factory's agent of lease `epoch` stopped: its slot goes to the next job now,
+        before the run's record arrives through the workflow (which frees it too: releasing
+        is idempotent)."""
+        job = await self.jobs.assigned(factory_id, job_id, product_id, epoch, what="agent stopped")
+        await self.dispatcher.release(factory_id, job.id, epoch, reason=f"{job.id} stopped")
+
+    async def log(
+        self,
+        factory_id: str,
+        job_id: str,
+        product_id: str | None,
+        *,
+        epoch: int,
+        seq: int,
+        text: str,
+        agent_stopped: bool = False,
+    ) -> None:
+        """A factory's log chunk; the last one may say that the agent stopped (its slot
+        then goes to the next job at once)."""
+        job = await self.jobs.append_log(
+            factory_id, job_id, product_id, epoch=epoch, seq=seq, text=text
+        )
+        if agent_stopped:
+            await self.dispatcher.release(factory_id, job.id, epoch, reason=f"{job.id} stopped")
 
     async def withdraw(self, inp: WithdrawInput) -> None:
         """A queued job stopped waiting: its entry leaves the queue."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -87,6 +87,9 @@ class JobService:
     settings: Settings
     lifecycle: Lifecycle
     clock: Clock
+    # Products this process has recorded as existing (recording is idempotent; this only
+    # saves the write on every submit).
+    _known_products: set[str] = field(default_factory=set)
 
     # --- reading ------------------------------------------------------------------------------
     async def find(self, job_id: str, product_id: str | None = None) -> Job:
@@ -212,7 +215,9 @@ class JobService:
         )
         children: list[Job] = []
         try:
-            await self.store.touch_product(product_id, now)
+            if product_id not in self._known_products:
+                await self.store.touch_product(product_id, now)
+                self._known_products.add(product_id)
             # A parent's children (and theirs) exist from the start, waiting for their turn,
             # so the DAG view is whole at once and every child workflow finds its projection.
             children = await self.create_children(job, spec.children, submitted_by=submitted_by)
@@ -400,7 +405,7 @@ class JobService:
         epoch: int,
         seq: int,
         text: str,
-    ) -> None:
+    ) -> Job:
         """A factory streams a log chunk of the attempt (lease `epoch`) it runs."""
         job = await self.assigned(factory_id, job_id, product_id, epoch, what="log")
         await self.store.append_log(
@@ -414,3 +419,4 @@ class JobService:
                 text=text,
             )
         )
+        return job

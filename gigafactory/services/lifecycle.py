@@ -247,13 +247,19 @@ class Lifecycle:
                 at=inp.finished_at,
             )
         )
-        runs = await self.store.list_runs(inp.job_id, inp.product_id)
-        total = sum(r.cost_usd for r in runs)
+        # A run's cost is added once, when its ledger entry is new; a retried call (which
+        # may have died before the projection was written) sums the job's runs instead.
+        resum = None if new_spend else await self.store.list_runs(inp.job_id, inp.product_id)
         previous: list[Stage] = []
+        total: list[float] = []
 
         def mutate(job: Job) -> Job:
             previous.append(job.stage)
-            job.cost_usd = total
+            if resum is None:
+                job.cost_usd += inp.cost_usd
+            else:
+                job.cost_usd = sum(r.cost_usd for r in resum)
+            total.append(job.cost_usd)
             if inp.exit_code is not None:
                 job.exit_code = inp.exit_code
             if inp.stage is not None:
@@ -280,7 +286,7 @@ class Lifecycle:
                 data=inp.event_data,
                 event_id=inp.event_id or f"{run_id(inp.job_id, inp.epoch)}.{inp.stage.value}",
             )
-        return RunRecorded(new_spend=new_spend, job_cost_usd=total)
+        return RunRecorded(new_spend=new_spend, job_cost_usd=total[-1])
 
     # --- reports from factories ---------------------------------------------------------------
     async def check_report(

@@ -76,11 +76,17 @@ class Queue:
         lane = lane_of(entry)
         return await self.store.enqueue(entry.model_copy(update={"lane": lane.id}), lane)
 
-    async def heads(self, view: FactoryView) -> list[QueueEntry]:
+    async def lanes(self) -> list[QueueLane]:
+        """Every lane (read once for several factories' heads)."""
+        return await self.store.queue_lanes()
+
+    async def heads(
+        self, view: FactoryView, lanes: list[QueueLane] | None = None
+    ) -> list[QueueEntry]:
         """The head of every lane `view` can serve (engine and capabilities; whether the
         factory may take work at all is the caller's check)."""
         heads: list[QueueEntry] = []
-        for lane in await self.store.queue_lanes():
+        for lane in lanes if lanes is not None else await self.store.queue_lanes():
             if _serves(view, lane):
                 heads.extend(await self.store.lane_heads(lane.id))
         return heads

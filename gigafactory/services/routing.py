@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
@@ -71,6 +72,9 @@ from routing import (
     select_factory,
     select_with_preemption,
 )
+
+# How long routing reuses a product's settings it read (per process).
+SETTINGS_CACHE_S = 1.0
 
 __all__ = [
     "FleetSnapshot",
@@ -273,8 +277,21 @@ class RoutingService:
         self.defaults = defaults or FleetWeights()
         self.shadow_weights = shadow if shadow is not None else parse_shadow_weights(settings)
         self.policy = policy or fleet_preemption_policy(settings)
+        self._cache: dict[str, tuple[float, RoutingWeights | None]] = {}
 
     # --- product settings ---------------------------------------------------------------------
+    async def _settings(self, product_id: str) -> RoutingWeights | None:
+        """A product's routing settings as routing uses them: read at most once a second per
+        process, since every placement asks (a change reaches routing within that second;
+        reading and writing them through the API is never cached)."""
+        now = time.monotonic()
+        cached = self._cache.get(product_id)
+        if cached is not None and now - cached[0] < SETTINGS_CACHE_S:
+            return cached[1]
+        stored = await self.store.get_routing_weights(product_id)
+        self._cache[product_id] = (now, stored)
+        return stored
+
     async def weights_for(
         self, product_id: str, request: Mapping[str, float] | None
     ) -> FleetWeights:
@@ -283,7 +300,7 @@ class RoutingService:
         Both layers are validated when written; a stored one that no longer validates (an
         older term set) must not stop routing: the defaults are used and a warning logged.
         """
-        stored = await self.store.get_routing_weights(product_id)
+        stored = await self._settings(product_id)
         try:
             return resolve_weights(self.defaults, stored.weights if stored else None, request)
         except WeightsError as err:
@@ -294,7 +311,7 @@ class RoutingService:
         """The policy the product's jobs preempt under: the fleet's, with the product's own
         preempting priorities (a victim's minimum runtime is its own product's, see
         `_protection`)."""
-        stored = await self.store.get_routing_weights(product_id)
+        stored = await self._settings(product_id)
         return self._effective_policy(stored.preemption if stored else PreemptionSettings())
 
     async def _protection(self, products: set[str]) -> dict[str, float]:
@@ -302,7 +319,7 @@ class RoutingService:
         their own: a product's policy decides how long its jobs are safe from eviction."""
         protect: dict[str, float] = {}
         for product_id in sorted(products):
-            stored = await self.store.get_routing_weights(product_id)
+            stored = await self._settings(product_id)
             if stored is not None and stored.preemption.min_runtime_s is not None:
                 protect[product_id] = stored.preemption.min_runtime_s
         return protect
@@ -318,7 +335,7 @@ class RoutingService:
     async def grace_for(self, product_id: str) -> float:
         """How long the product's stopped agents get to checkpoint (its policy, else the
         fleet's FLEET_STOP_GRACE_S)."""
-        stored = await self.store.get_routing_weights(product_id)
+        stored = await self._settings(product_id)
         own = stored.preemption.grace_s if stored else None
         return self.settings.stop_grace_s if own is None else own
 
@@ -345,6 +362,7 @@ class RoutingService:
         check_weights(weights, layer="product override", field="weights")
         previous = await self.store.get_routing_weights(product_id)
         kept = previous.preemption if previous else PreemptionSettings()
+        self._cache.pop(product_id, None)
         stored = await self.store.put_routing_weights(
             RoutingWeights(
                 product_id=product_id,
@@ -420,13 +438,14 @@ class RoutingService:
         if ordered:
             me = dc_replace(request, waiting_since=request.waiting_since or now)
             by_id = {v.id: v for v in views}
+            lanes = await self.queue.lanes()
             for factory_id in ordered:
                 view = by_id[factory_id]
                 if view.free <= 0:
                     continue
                 competitors = [
                     entry_request(h)
-                    for h in await self.queue.heads(view)
+                    for h in await self.queue.heads(view, lanes)
                     if request.job_id not in (h.id, h.job_id)
                 ]
                 if competitors:

@@ -13,6 +13,7 @@ from launch.cli import stack_cmds
 from launch.cli.admin import factory_app, key_app
 from launch.cli.budget_cmds import budget_app
 from launch.cli.routing_cmds import route_app
+from launch.cli.serve_cmds import serve_app
 
 __all__ = ["app", "main"]
 
@@ -45,6 +46,7 @@ app.add_typer(factory_app, name="factory")
 app.add_typer(key_app, name="key")
 app.add_typer(route_app, name="route")
 app.add_typer(budget_app, name="budget")
+app.add_typer(serve_app, name="serve")
 
 
 def main() -> None:

@@ -47,8 +47,19 @@ def dev(
     ui_port: UiPort = None,
     data_dir: DataDir = None,
     store: Annotated[str | None, typer.Option(help="sqlite | cosmos (FLEET_STORE).")] = None,
+    control_processes: Annotated[
+        int, typer.Option(min=1, help="How many `serve control` processes.")
+    ] = 1,
+    in_process: Annotated[
+        bool,
+        typer.Option("--in-process", help="Control plane, API and factories in this process."),
+    ] = False,
 ) -> None:
-    """Start Temporal, the control plane, the API and local factories until Ctrl-C."""
+    """Start Temporal, the control plane, the API and local factories until Ctrl-C.
+
+    Each part runs as its own process (`serve control`, `serve api`, `factory run`), as in
+    a deployment; logs go to <data dir>/logs.
+    """
     settings = settings_from(
         ctx,
         api_port=api_port,
@@ -68,7 +79,12 @@ def dev(
     generated = settings.admin_key is None
 
     async def run() -> None:
-        stack = DevStack(settings, factories=local)
+        stack = DevStack(
+            settings,
+            factories=local,
+            in_process=in_process,
+            control_processes=control_processes,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,6 +101,10 @@ def dev(
             )
             typer.echo(stack_banner(stack))
             typer.echo(f"Factories  {', '.join(f.id for f in local) or 'none'}")
+            if stack.processes:
+                logs = stack.settings.data_dir / "logs"
+                names = ", ".join(p.name for p in stack.processes)
+                typer.echo(f"Processes  {names} (logs: {logs})")
             if generated:
                 typer.echo(
                     f"Admin key  {stack.admin_key}   (generated; set FLEET_ADMIN_KEY to fix)"
@@ -144,6 +164,12 @@ def bench(
         bool,
         typer.Option("--preemption", help="Critical submit-to-start on a fleet full of low jobs."),
     ] = False,
+    control_processes: Annotated[
+        int, typer.Option(min=1, help="The control plane in N `serve control` processes.")
+    ] = 1,
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="The whole fleet in this one process.")
+    ] = False,
 ) -> None:
     """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline.
 
@@ -161,12 +187,8 @@ def bench(
         if not routing_report.all_valid:
             raise CliError("a routing decision failed its validity check")
         return
-    from bench.fleet import (
-        render_preemption_report,
-        render_report,
-        run_bench,
-        run_preemption_bench,
-    )
+    from bench.fleet import render_report, run_bench
+    from bench.preemption import render_preemption_report, run_preemption_bench
 
     if preemption:
         configure_logging("WARNING")
@@ -179,7 +201,15 @@ def bench(
     settings = settings_from(ctx)
     configure_logging("WARNING")
     report = asyncio.run(
-        run_bench(settings, jobs=jobs, factories=factories, slots=slots, duration_s=duration)
+        run_bench(
+            settings,
+            jobs=jobs,
+            factories=factories,
+            slots=slots,
+            duration_s=duration,
+            control_processes=control_processes,
+            in_process=in_process,
+        )
     )
     typer.echo(render_report(report))
     if report.fleet.succeeded != jobs or report.baseline.succeeded != jobs:

@@ -187,8 +187,9 @@ def test_sim_command_carries_params_and_resumes_from_the_checkpoint(tmp_path: Pa
     )
     argv = ENGINES["sim"].build_command(job, tmp_path, {"elapsedS": 1.25}).argv
 
-    assert argv[:3] == [sys.executable, "-m", "activities.engines.sim_agent"]
-    options = dict(zip(argv[3::2], argv[4::2], strict=True))
+    assert argv[:3] == [sys.executable, "-I", "-S"]
+    assert argv[3].endswith("activities/engines/sim_agent.py")
+    options = dict(zip(argv[4::2], argv[5::2], strict=True))
     assert options == {
         "--duration": "2.0",
         "--cost": "0.5",

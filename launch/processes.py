@@ -1,0 +1,150 @@
+"""Child processes the dev stack starts, each recorded in a pid file of the data directory.
+
+Whatever way the stack ends (Ctrl-C, an error while starting, a crash of the stack itself),
+its children must not outlive it for long: `ManagedProcess.stop` stops one (SIGTERM, then
+SIGKILL of its whole process group), and `stop_orphans` finds what a stack that died
+without cleaning up left running (its pid files) and stops it before a new stack starts on
+the same data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["ManagedProcess", "pid_dir", "stop_orphans"]
+
+logger = logging.getLogger(__name__)
+
+
+def pid_dir(data_dir: Path) -> Path:
+    """Where a data directory's stack records the processes it started."""
+    return data_dir / "pids"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    state = ""
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state = stat[stat.rfind(")") + 2 :].split()[0]
+    return state not in ("Z", "X")
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    """SIGTERM the process (it leads its own group), then SIGKILL the group if it lingers."""
+    _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        logger.warning("process %d did not stop in %gs: SIGKILL", pid, timeout_s)
+    _kill_group(pid, signal.SIGKILL)
+
+
+def stop_orphans(directory: Path, timeout_s: float = 10.0) -> list[str]:
+    """Stop the processes a previous stack on this data directory left running.
+
+    A pid file whose process is gone, or whose pid now belongs to an unrelated program
+    (its command line no longer matches what was recorded), is just removed.
+
+    Returns:
+        The names of the processes stopped.
+    """
+    stopped: list[str] = []
+    if not directory.is_dir():
+        return stopped
+    for path in sorted(directory.glob("*.pid")):
+        try:
+            pid_text, _, recorded = path.read_text().partition("\n")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        if _alive(pid) and recorded.strip() and _cmdline(pid).strip() == recorded.strip():
+            logger.warning("stopping %s (pid %d), left running by an earlier stack", path.stem, pid)
+            _terminate(pid, timeout_s)
+            stopped.append(path.stem)
+        path.unlink(missing_ok=True)
+    return stopped
+
+
+class ManagedProcess:
+    """One child process, in a session of its own, with its pid file and log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        pid_directory: Path,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.pid_path = pid_directory / f"{name}.pid"
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and record its pid (with its command line, to recognise it later)."""
+        self.pid_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        # The command line as /proc shows it once the program runs (argv joined).
+        self.pid_path.write_text(f"{self.process.pid}\n{' '.join(self.argv)} \n")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL of its group; the pid file goes."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                _terminate(process.pid, timeout_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1)
+        self.pid_path.unlink(missing_ok=True)
