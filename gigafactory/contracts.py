@@ -282,7 +282,10 @@ class RouteResult(CamelModel):
 
     factory_id: str | None = None
     score: float = 0.0
+    # The best few factories with their breakdowns, and a few excluded ones with why.
     candidates: list[CandidateScore] = Field(default_factory=list)
+    # The whole fleet in counts: factories, eligible, excluded by each hard filter.
+    summary: dict[str, Any] | None = None
     waiting_reason: str | None = None
     # The weights the decision used, and what the shadow weight set would have picked.
     weights: dict[str, float] = Field(default_factory=dict)

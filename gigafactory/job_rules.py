@@ -159,6 +159,8 @@ def route_data(route: RouteResult) -> dict[str, Any]:
         "candidates": [c.wire() for c in route.candidates],
         "weights": route.weights,
     }
+    if route.summary is not None:
+        data["summary"] = route.summary
     if route.shadow is not None:
         data["shadow"] = route.shadow
     if route.preemption is not None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     lease_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
     capacity_recheck_s: float = Field(default=15.0, gt=0)
+    # Routing reads the fleet (factories, slot tables) for every decision (0), or at most
+    # this often: for fleets of thousands of factories (docs/deployment.md).
+    routing_snapshot_s: float = Field(default=0.0, ge=0)
     # How often each control process reconciles dispatch: fills free slots a lost hand-off
     # left idle, re-signals lost grants, preempts for queued urgent jobs, reaps dead slots.
     reconcile_s: float = Field(default=2.0, gt=0)

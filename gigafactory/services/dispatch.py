@@ -53,10 +53,11 @@ from gigafactory.models import (
 )
 from gigafactory.services.clock import Clock
 from gigafactory.services.controller import ControllerClient
-from gigafactory.services.fleet_view import factory_view, job_request, plan_wire
+from gigafactory.services.fleet_cache import FleetSnapshot
+from gigafactory.services.fleet_view import factory_view, job_request, plan_wire, summary_wire
 from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.services.queue import Queue, entry_request
-from gigafactory.services.routing import FleetSnapshot, RoutePlan, RoutingService
+from gigafactory.services.routing import RoutePlan, RoutingService
 from gigafactory.services.workflow_ops import WorkflowOps
 from gigafactory.settings import Settings
 from gigafactory.store.backend import NotFound
@@ -130,12 +131,12 @@ class Dispatcher:
             avoid=inp.avoid_factories,
             may_preempt=inp.preemption,
         )
-        base = RouteResult(
-            candidates=plan.candidates, weights=plan.weights.as_dict(), shadow=plan.shadow
-        )
+        base = _base(plan)
         for factory_id in plan.takeable:
-            factory = snapshot.factories[factory_id]
-            if await self.store.reserve_slot(factory_id, factory.slots, _reservation(inp, now)):
+            factory = snapshot.factories.get(factory_id)
+            reservation = _reservation(inp, now)
+            if factory and await self.store.reserve_slot(factory_id, factory.slots, reservation):
+                self.routing.fleet.reserved(factory_id, reservation)
                 return await self._open(inp, plan, base, factory_id, now)
         if plan.preemption is not None:
             placed = await self._preempt(inp, plan, plan.preemption, snapshot, base, now)
@@ -303,10 +304,7 @@ class Dispatcher:
             return "lost"
         if entry.job_id == me and plan is not None:
             inp = _route_input(entry)
-            base = RouteResult(
-                candidates=plan.candidates, weights=plan.weights.as_dict(), shadow=plan.shadow
-            )
-            return await self._open(inp, plan, base, factory.id, now)
+            return await self._open(inp, plan, _base(plan), factory.id, now)
         grace = await self.routing.grace_for(entry.job_product_id)
         grant = SlotGrant(factory_id=factory.id, epoch=entry.epoch, score=score, stop_grace_s=grace)
         opened = await self.lifecycle.begin_attempt(
@@ -365,6 +363,7 @@ class Dispatcher:
     async def release(self, factory_id: str, job_id: str, epoch: int, *, reason: str) -> None:
         """Free a job's slot and hand it to the best waiting job."""
         if await self.store.release_slot(factory_id, job_id, epoch):
+            self.routing.fleet.released(factory_id, job_id, epoch)
             await self.fill(factory_id)
 
     # --- preemption -----------------------------------------------------------------------------
@@ -494,10 +493,7 @@ class Dispatcher:
             )
             if plan.preemption is None or not await self.store.claim(entry):
                 continue
-            base = RouteResult(
-                candidates=plan.candidates, weights=plan.weights.as_dict(), shadow=plan.shadow
-            )
-            placed = await self._preempt(inp, plan, plan.preemption, snapshot, base, now)
+            placed = await self._preempt(inp, plan, plan.preemption, snapshot, _base(plan), now)
             if placed is None or placed.factory_id is None:
                 await self.queue.enqueue(entry)  # the fleet changed: it keeps its place
                 continue
@@ -511,6 +507,16 @@ class Dispatcher:
             )
             if not await self._grant(entry.workflow_id, grant):
                 await self._abandon(entry, placed.factory_id, now, "its workflow had ended")
+
+
+def _base(plan: RoutePlan) -> RouteResult:
+    """What every routing result carries: the explanation of its decision."""
+    return RouteResult(
+        candidates=plan.candidates,
+        summary=summary_wire(plan.decision.summary),
+        weights=plan.weights.as_dict(),
+        shadow=plan.shadow,
+    )
 
 
 def _reservation(inp: RouteInput, now: datetime) -> SlotReservation:

@@ -9,7 +9,7 @@ from typing import Any
 
 from gigafactory.contracts import CandidateScore, ScoreTerm
 from gigafactory.models import Factory, Job, Priority, SlotTable
-from routing import Candidate, FactoryView, JobRequest, PreemptionPlan, RunningJob
+from routing import Candidate, FactoryView, FleetSummary, JobRequest, PreemptionPlan, RunningJob
 
 __all__ = [
     "candidate_wire",
@@ -17,6 +17,7 @@ __all__ = [
     "job_request",
     "plan_wire",
     "request_of_job",
+    "summary_wire",
     "running_jobs",
 ]
 
@@ -106,6 +107,17 @@ def candidate_wire(c: Candidate) -> CandidateScore:
         ],
         excluded_because=c.excluded_because,
     )
+
+
+def summary_wire(summary: FleetSummary | None) -> dict[str, Any] | None:
+    """How many factories a decision considered, and how many each filter excluded."""
+    if summary is None:
+        return None
+    return {
+        "factories": summary.factories,
+        "eligible": summary.eligible,
+        "excluded": {e.kind.value: e.count for e in summary.exclusions},
+    }
 
 
 def plan_wire(plan: PreemptionPlan) -> dict[str, Any]:

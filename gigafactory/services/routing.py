@@ -32,24 +32,23 @@ from gigafactory.contracts import CandidateScore
 from gigafactory.models import (
     ApiKey,
     CamelModel,
-    Factory,
     JobSpec,
     PreemptionSettings,
     Priority,
     Role,
     RoutingWeights,
     ShadowDecision,
-    SlotTable,
 )
 from gigafactory.services.access import require_product, require_role
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import InvalidInput
+from gigafactory.services.fleet_cache import FleetCache, FleetSnapshot
 from gigafactory.services.fleet_view import (
     candidate_wire,
-    factory_view,
     job_request,
     plan_wire,
     running_jobs,
+    summary_wire,
 )
 from gigafactory.services.jobs import JobService
 from gigafactory.services.lifecycle import run_id
@@ -60,7 +59,6 @@ from gigafactory.store.fleet_store import FleetStore
 from routing import (
     TERMS,
     Decision,
-    FactoryView,
     FleetWeights,
     JobRequest,
     PreemptionPlan,
@@ -69,12 +67,13 @@ from routing import (
     WeightsError,
     rank_jobs,
     resolve_weights,
-    select_factory,
-    select_with_preemption,
 )
+from routing.score import breakdown, total
 
 # How long routing reuses a product's settings it read (per process).
 SETTINGS_CACHE_S = 1.0
+# How many of the best factories a decision explains (the rest are counted by filter).
+EXPLAIN_TOP = 5
 
 __all__ = [
     "FleetSnapshot",
@@ -174,6 +173,9 @@ class RoutingPlanView(CamelModel):
     reason: str | None = None
     weights: dict[str, float]
     candidates: list[dict[str, Any]]
+    summary: dict[str, Any] | None = Field(
+        default=None, description="Factories considered, eligible, excluded by each filter."
+    )
     preemption: dict[str, Any] | None = Field(
         default=None, description="The jobs it would evict when nothing fits (pure plan)."
     )
@@ -210,18 +212,6 @@ class ShadowReport(CamelModel):
 
 # --- the pipeline -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class FleetSnapshot:
-    """Factories and their slot tables, read once for one decision."""
-
-    factories: dict[str, Factory]
-    tables: dict[str, SlotTable]
-
-    def views(self, job_id: str) -> list[FactoryView]:
-        """Every factory as routing sees it; the job's own reservation does not count."""
-        return [factory_view(f, self.tables.get(f.id), job_id) for f in self.factories.values()]
-
-
-@dataclass(frozen=True)
 class RoutePlan:
     """What routing decided, before anything is reserved."""
 
@@ -230,7 +220,6 @@ class RoutePlan:
     decision: Decision
     candidates: list[CandidateScore]
     shadow: dict[str, Any] | None
-    views: list[FactoryView]
     # Eligible factories whose free slots this job may take, in the order to try them.
     takeable: list[str] = field(default_factory=list)
     # Eligible factories whose free slots go to higher-ranked waiting jobs first.
@@ -278,6 +267,7 @@ class RoutingService:
         self.shadow_weights = shadow if shadow is not None else parse_shadow_weights(settings)
         self.policy = policy or fleet_preemption_policy(settings)
         self._cache: dict[str, tuple[float, RoutingWeights | None]] = {}
+        self.fleet = FleetCache(store, settings.routing_snapshot_s)
 
     # --- product settings ---------------------------------------------------------------------
     async def _settings(self, product_id: str) -> RoutingWeights | None:
@@ -405,11 +395,8 @@ class RoutingService:
 
     # --- the pipeline -------------------------------------------------------------------------
     async def snapshot(self) -> FleetSnapshot:
-        """The fleet now: factories and slot tables."""
-        return FleetSnapshot(
-            factories={f.id: f for f in await self.store.list_factories()},
-            tables={t.factory_id: t for t in await self.store.list_slot_tables()},
-        )
+        """The fleet now: factories, slot tables and the routing index over them."""
+        return await self.fleet.snapshot()
 
     def context(self, now: datetime) -> RoutingContext:
         return RoutingContext(now=now, unhealthy_after_s=self.settings.factory_unhealthy_after_s)
@@ -428,19 +415,24 @@ class RoutingService:
         """Decide for one job; reserve nothing (see the module docstring)."""
         ctx = self.context(now)
         weights = await self.weights_for(product_id, weights_override)
-        views = snapshot.views(request.job_id)
-        decision = select_factory(request, views, ctx, weights)
-        candidates = [candidate_wire(c) for c in decision.candidates]
+        decision = snapshot.index.select(request, ctx, weights, explain_top=EXPLAIN_TOP)
+        # The best few eligible rows, then a few examples of each filter that excluded some
+        # (the summary counts the rest).
+        examples = [
+            example
+            for kind in (decision.summary.exclusions if decision.summary else ())
+            for example in kind.examples
+        ]
+        candidates = [candidate_wire(c) for c in [*decision.candidates, *examples]]
         eligible = [c.factory_id for c in candidates if c.eligible]
         ordered = [f for f in eligible if f not in avoid] + [f for f in eligible if f in avoid]
         takeable: list[str] = []
         held: list[str] = []
         if ordered:
             me = dc_replace(request, waiting_since=request.waiting_since or now)
-            by_id = {v.id: v for v in views}
             lanes = await self.queue.lanes()
             for factory_id in ordered:
-                view = by_id[factory_id]
+                view = snapshot.view(factory_id)
                 if view.free <= 0:
                     continue
                 competitors = [
@@ -465,14 +457,15 @@ class RoutingService:
                     exclude=request.job_id,
                     min_runtime_s=await self._protection(holders),
                 )
-                preemption = select_with_preemption(request, running, views, ctx, weights, policy)
+                preemption = snapshot.index.plan_preemption(
+                    request, running, ctx, weights, policy, explain_top=EXPLAIN_TOP
+                )
         return RoutePlan(
             request=request,
             weights=weights,
             decision=decision,
             candidates=candidates,
-            shadow=self._shadow(request, views, ctx, decision),
-            views=views,
+            shadow=self._shadow(request, snapshot, ctx, weights, decision),
             takeable=takeable,
             held=held,
             preemption=preemption,
@@ -481,17 +474,25 @@ class RoutingService:
     def _shadow(
         self,
         request: JobRequest,
-        views: list[FactoryView],
+        snapshot: FleetSnapshot,
         ctx: RoutingContext,
+        weights: FleetWeights,
         decision: Decision,
     ) -> dict[str, Any] | None:
-        """What the shadow weight set would pick; recorded, never acted on."""
+        """What the shadow weight set would pick, and that pick's score under the live
+        weights (what following the shadow would give up); recorded, never acted on."""
         if self.shadow_weights is None:
             return None
-        other = select_factory(request, views, ctx, self.shadow_weights)
+        other = snapshot.index.select(request, ctx, self.shadow_weights, explain_top=0)
+        live = (
+            total(breakdown(request, snapshot.view(other.factory_id), ctx, weights))
+            if other.factory_id is not None
+            else 0.0
+        )
         return {
             "factoryId": other.factory_id,
             "score": other.score,
+            "liveScore": live,
             "differs": other.factory_id != decision.factory_id,
             "weights": self.shadow_weights.as_dict(),
         }
@@ -510,6 +511,7 @@ class RoutingService:
             return
         live = {c.factory_id: c.score for c in plan.candidates if c.eligible}
         shadow_pick = plan.shadow.get("factoryId")
+        shadow_live = float(plan.shadow.get("liveScore") or 0.0)
         await self.store.record_shadow(
             ShadowDecision(
                 id=run_id(job_id, epoch),
@@ -519,7 +521,7 @@ class RoutingService:
                 factory_id=factory_id,
                 shadow_factory_id=shadow_pick,
                 score=live[factory_id],
-                shadow_score=live.get(shadow_pick, 0.0) if shadow_pick else 0.0,
+                shadow_score=shadow_live if shadow_pick else 0.0,
                 differs=shadow_pick != factory_id,
             )
         )
@@ -552,6 +554,7 @@ class RoutingService:
             reason=None if plan.factory_id else plan.waiting_reason(spec.engine),
             weights=plan.weights.as_dict(),
             candidates=[c.wire() for c in plan.candidates],
+            summary=summary_wire(plan.decision.summary),
             preemption=plan_wire(plan.preemption) if plan.preemption else None,
             preemption_enabled=self.settings.preemption,
         )
