@@ -58,6 +58,9 @@ __all__ = [
 # Fleet-wide documents (factories, keys, slots) live in this partition of every store.
 FLEET_PARTITION = "_fleet"
 
+# The longest headline (title or first prompt line) lists show for a job.
+HEADLINE_MAX = 120
+
 # Engines the job-spec parser accepts. A factory advertises a subset (what it finds on PATH).
 KNOWN_ENGINES: tuple[str, ...] = (
     "claude-code",
@@ -200,6 +203,13 @@ class JobSpec(CamelModel):
     # repository's HEAD), and `cwd`, when relative, is inside that worktree.
     repo: str | None = None
     base_ref: str | None = None
+
+    def headline(self) -> str:
+        """What lists show for the job: its title, else its prompt's first line (shortened)."""
+        if self.title and self.title.strip():
+            return self.title.strip()
+        first = next((line.strip() for line in self.prompt.splitlines() if line.strip()), "")
+        return first if len(first) <= HEADLINE_MAX else first[: HEADLINE_MAX - 1] + "…"
 
     @field_validator("timeout_s", mode="before")
     @classmethod

@@ -41,15 +41,27 @@ async def list_jobs(
     product_id: Annotated[str | None, Query(alias="productId")] = None,
     stage: Stage | None = None,
     priority: Priority | None = None,
+    engine: str | None = None,
+    factory_id: Annotated[str | None, Query(alias="factoryId")] = None,
+    title: Annotated[
+        str | None, Query(description="A substring of the job's title (case ignored).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     continuation: str | None = None,
 ) -> JobList:
-    """Jobs newest first, limited to the key's products; pass `continuation` for more."""
+    """Jobs newest first, limited to the key's products; pass `continuation` for more.
+
+    `engine`, `factoryId` (of the current or last attempt) and `title` (a substring of the
+    title, else of the prompt's first line, case ignored) narrow the list.
+    """
     page = await services.jobs.list_jobs(
         key,
         product_id=product_id,
         stage=stage,
         priority=priority,
+        engine=engine,
+        factory_id=factory_id,
+        title=title,
         limit=limit,
         continuation=continuation,
     )

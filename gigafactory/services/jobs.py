@@ -27,6 +27,7 @@ from gigafactory.contracts import (
     job_workflow_id,
 )
 from gigafactory.models import (
+    KNOWN_ENGINES,
     TERMINAL_STAGES,
     ApiKey,
     ChildSpec,
@@ -56,9 +57,12 @@ from gigafactory.workflow_view import (
     workflow_summary,
 )
 
-__all__ = ["JobService", "job_not_found", "timing_from"]
+__all__ = ["TITLE_SEARCH_MAX", "JobService", "job_not_found", "timing_from"]
 
 logger = logging.getLogger(__name__)
+
+# The longest title search accepted.
+TITLE_SEARCH_MAX = 200
 
 
 def job_not_found(job_id: str) -> NotFoundError:
@@ -114,14 +118,32 @@ class JobService:
         stage: Stage | None = None,
         priority: Priority | None = None,
         parent_id: str | None = None,
+        engine: str | None = None,
+        factory_id: str | None = None,
+        title: str | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> JobPage:
         """Jobs newest first, limited to the key's products.
 
+        `engine`, `factory_id` (the factory of the current or last attempt) and `title` (a
+        substring of the title, else of the prompt's first line, case ignored) narrow it.
+
         Raises:
-            InvalidInput: the continuation token is not one this listing returned.
+            InvalidInput: an unknown engine, a title search over 200 characters, or a
+                continuation token this listing did not return.
         """
+        if engine is not None and engine not in KNOWN_ENGINES:
+            raise InvalidInput(
+                f"unknown engine {engine!r}; known engines: {', '.join(KNOWN_ENGINES)}",
+                field="engine",
+            )
+        title = (title or "").strip() or None
+        if title is not None and len(title) > TITLE_SEARCH_MAX:
+            raise InvalidInput(
+                f"the title search is {len(title)} characters; at most {TITLE_SEARCH_MAX}",
+                field="title",
+            )
         products = visible_products(key, product_id)
         if products == []:
             return JobPage([], None)  # as for a product without jobs: nothing to leak
@@ -131,6 +153,9 @@ class JobService:
                 stage=stage,
                 priority=priority,
                 parent_id=parent_id,
+                engine=engine,
+                factory_id=factory_id,
+                title=title,
                 limit=limit,
                 continuation=continuation,
             )

@@ -74,9 +74,12 @@ class Page:
 class Query:
     """A bounded query: equality filters (a list value means IN), one order, a page size.
 
-    `greater_than` (field, value) adds one strict lower bound on a top-level field. Results
-    are ordered by `order_by` (default `id`) with ties broken by id; `continuation` is the
-    opaque token of the previous page of the same query.
+    `greater_than` (field, value) adds one strict lower bound on a top-level field.
+    `contains` (field, text) keeps documents whose top-level string field contains `text`
+    (case-sensitive: store a casefolded copy of a field to search it without case; a missing
+    or non-string field never matches). Results are ordered by `order_by` (default `id`) with
+    ties broken by id; `continuation` is the opaque token of the previous page of the same
+    query.
     """
 
     where: Mapping[str, Any] = field(default_factory=dict)
@@ -85,6 +88,7 @@ class Query:
     limit: int = 100
     continuation: str | None = None
     greater_than: tuple[str, Any] | None = None
+    contains: tuple[str, str] | None = None
 
 
 class DocumentBackend(Protocol):

@@ -692,6 +692,12 @@ class CosmosBackend:
             value = _param(value)
             # NULL compares with nothing in SQLite; say so explicitly here.
             base.append("false" if value is None else f"{_ref(field)} > {base_params.add(value)}")
+        if query.contains is not None:
+            field, text = query.contains
+            if not isinstance(text, str):
+                raise TypeError(f"contains needs a string, not {text!r}")
+            # CONTAINS is undefined (no match) for a missing or non-string field, as in SQLite.
+            base.append(f"CONTAINS({_ref(field)}, {base_params.add(text)})")
 
         # Where the previous page stopped: its segment, and the key within it.
         start = 0

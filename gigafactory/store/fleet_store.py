@@ -59,7 +59,9 @@ M = TypeVar("M", bound=CamelModel)
 
 # Copies of nested job fields kept at the top level of job documents, so they can be
 # filtered on (backend queries only see top-level fields). Stripped again on read.
-_JOB_DENORMALISED = ("priority", "engine")
+# `titleSearch` is the job's headline casefolded: a title search ignores case on every
+# backend (jobs written before it existed are found again once they are next written).
+_JOB_DENORMALISED = ("priority", "engine", "titleSearch")
 
 
 class EnrollmentRefused(Exception):
@@ -99,6 +101,7 @@ def _job_doc(job: Job) -> dict[str, Any]:
     doc = _doc(job)
     doc["priority"] = job.spec.priority.value
     doc["engine"] = job.spec.engine
+    doc["titleSearch"] = job.spec.headline().casefold()
     return doc
 
 
@@ -216,10 +219,17 @@ class FleetStore:
         stage: Stage | None = None,
         priority: Priority | None = None,
         parent_id: str | None = None,
+        engine: str | None = None,
+        factory_id: str | None = None,
+        title: str | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> JobPage:
-        """Jobs newest first, filtered; `products=None` means every product."""
+        """Jobs newest first, filtered; `products=None` means every product.
+
+        `factory_id` is the factory of the job's current (or last) attempt; `title` is a
+        substring of its headline (title, else the prompt's first line), case ignored.
+        """
         where: dict[str, Any] = {}
         if products is not None:
             where["productId"] = list(products)
@@ -229,6 +239,10 @@ class FleetStore:
             where["priority"] = priority.value
         if parent_id is not None:
             where["parentId"] = parent_id
+        if engine is not None:
+            where["engine"] = engine
+        if factory_id is not None:
+            where["factoryId"] = factory_id
         page = await self.backend.query(
             "jobs",
             None,
@@ -238,6 +252,7 @@ class FleetStore:
                 descending=True,
                 limit=limit,
                 continuation=continuation,
+                contains=("titleSearch", title.casefold()) if title else None,
             ),
         )
         return JobPage([_job_from(doc) for doc in page.items], page.continuation)

@@ -192,6 +192,16 @@ def _where(product_id: str | None, where: Mapping[str, Any]) -> tuple[list[str],
     return clauses, params
 
 
+def _contains(field: str, text: str) -> tuple[str, list[Any]]:
+    """The condition "the string field contains `text`" (never true for other types)."""
+    if not isinstance(text, str):
+        raise TypeError(f"contains needs a string, not {text!r}")
+    if field in _COLUMNS:
+        return f"instr({_COLUMNS[field]}, ?) > 0", [text]
+    expr = _expr(field)
+    return f"(json_type(body, '$.{field}') = 'text' AND instr({expr}, ?) > 0)", [text]
+
+
 def _after(sort: str, descending: bool, token: str) -> tuple[str, list[Any]]:
     """The keyset condition "comes after the last row of the previous page".
 
@@ -422,6 +432,10 @@ class SQLiteBackend:
             field, value = query.greater_than
             clauses.append(f"{_expr(field)} > ?")
             params.append(_param(value))
+        if query.contains is not None:
+            clause, more = _contains(*query.contains)
+            clauses.append(clause)
+            params.extend(more)
         sort = _expr(query.order_by or "id")
         if query.continuation:
             clause, more = _after(sort, query.descending, query.continuation)

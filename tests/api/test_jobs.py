@@ -270,6 +270,31 @@ async def test_list_pages_and_filters(api: Api) -> None:
     assert r.json()["error"]["field"] == "continuation"
 
 
+async def test_list_by_engine_factory_and_title(api: Api) -> None:
+    shell = await api.submit(title="Rotate the Certificates")
+    sim = await api.submit(engine="sim", prompt="Rotate nothing\nsecond line")
+    await api.set_job(sim["id"], factory_id="f-one")
+
+    async def ids(**params: Any) -> list[str]:
+        r = await api.http.get(
+            "/fleet/jobs", params={"productId": api.product, **params}, headers=api.admin
+        )
+        assert r.status_code == 200, r.text
+        return [j["id"] for j in r.json()["items"]]
+
+    assert await ids(engine="sim") == [sim["id"]]
+    assert await ids(factoryId="f-one") == [sim["id"]]
+    assert await ids(title="certificates") == [shell["id"]]
+    assert await ids(title="rotate") == [sim["id"], shell["id"]]
+    assert await ids(title="second line") == []  # the headline is the first line only
+    r = await api.http.get("/fleet/jobs", params={"engine": "devon"}, headers=api.admin)
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "engine"
+    r = await api.http.get("/fleet/jobs", params={"title": "x" * 201}, headers=api.admin)
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "title"
+
+
 async def test_cancel_requests_workflow_cancellation(api: Api) -> None:
     key = await api.key("submitter")
     job = await api.submit(key)

@@ -72,7 +72,7 @@ def make_job(
     **fields: object,
 ) -> Job:
     """A queued job created `minutes` after T0; `fields` override Job fields."""
-    spec_fields = {k: fields.pop(k) for k in ("priority", "engine") if k in fields}
+    spec_fields = {k: fields.pop(k) for k in ("priority", "engine", "title") if k in fields}
     spec = JobSpec.model_validate(
         {"engine": "sim", "prompt": "do it", "productId": product_id, **spec_fields}
     )

@@ -119,6 +119,46 @@ async def test_query_order_and_greater_than(backend: DocumentBackend):
     assert _ids(above) == ["j1", "j5"]
 
 
+async def test_query_contains_a_substring_of_a_string_field(backend: DocumentBackend):
+    docs = [
+        {"id": "a", "productId": "p", "t": 1, "s": "fix the login page"},
+        {"id": "b", "productId": "p", "t": 2, "s": "Login retries"},
+        {"id": "c", "productId": "q", "t": 3, "s": "a login: 100% done_"},
+        {"id": "d", "productId": "q", "t": 4, "s": 42},
+        {"id": "e", "productId": "q", "t": 5},
+        {"id": "f", "productId": "p", "t": 6, "s": None},
+    ]
+    for doc in docs:
+        await backend.create("jobs", doc)
+
+    async def ids(text: str, **fields: object) -> list[str]:
+        query = Query(contains=("s", text), order_by="t", **fields)  # type: ignore[arg-type]
+        return _ids(await backend.query("jobs", None, query))
+
+    assert await ids("login") == ["a", "c"]  # case-sensitive: "Login" is another text
+    assert await ids("Login") == ["b"]
+    assert await ids("4") == []  # a number is not a string
+    # LIKE and regex characters are plain text.
+    assert await ids("100%") == ["c"]
+    assert await ids("_") == ["c"]
+    assert await ids("%") == ["c"]
+    assert await ids("login", where={"productId": "p"}) == ["a"]
+    assert await ids("login", descending=True) == ["c", "a"]
+    in_p = await backend.query("jobs", "p", Query(contains=("s", "o")))
+    assert _ids(in_p) == ["a", "b"]
+    by_id = await backend.query("jobs", None, Query(contains=("id", "c")))
+    assert _ids(by_id) == ["c"]
+    # Pages of a filtered query cover each match once.
+    first = await backend.query("jobs", None, Query(contains=("s", "o"), order_by="t", limit=1))
+    second = await backend.query(
+        "jobs",
+        None,
+        Query(contains=("s", "o"), order_by="t", limit=2, continuation=first.continuation),
+    )
+    assert _ids(first) + _ids(second) == ["a", "b", "c"]
+    assert second.continuation is None
+
+
 @pytest.mark.parametrize("descending", [False, True])
 @pytest.mark.parametrize("page_size", [1, 2, 3, 7])
 async def test_query_pages_cover_everything_once_in_order(

@@ -71,6 +71,31 @@ async def test_list_jobs_newest_first_with_filters(store: FleetStore):
     assert await ids(parent_id="a") == ["c"]
 
 
+async def test_list_jobs_by_engine_factory_and_title(store: FleetStore):
+    await store.create_job(make_job("a", "acme", minutes=1, title="Fix the LOGIN page"))
+    await store.create_job(
+        make_job("b", "acme", minutes=2, engine="shell", factory_id="f1", title="Deploy")
+    )
+    await store.create_job(make_job("c", "beta", minutes=3, factory_id="f1"))  # no title
+    await store.create_job(make_job("d", "beta", minutes=4, title="Ünïcode Straße login"))
+
+    async def ids(**filters) -> list[str]:
+        return [job.id for job in (await store.list_jobs(**filters)).items]
+
+    assert await ids(engine="shell") == ["b"]
+    assert await ids(engine="sim") == ["d", "c", "a"]
+    assert await ids(factory_id="f1") == ["c", "b"]
+    assert await ids(factory_id="f1", engine="sim") == ["c"]
+    assert await ids(title="login") == ["d", "a"]  # case ignored
+    assert await ids(title="STRASSE") == ["d"]  # casefolded: ß is ss
+    assert await ids(title="do it") == ["c"]  # no title: the prompt's first line
+    assert await ids(title="login", products=["acme"]) == ["a"]
+    assert await ids(title="nothing like it") == []
+    job = await store.get_job("a", "acme")
+    assert job.spec.title == "Fix the LOGIN page"  # the search copy is not part of the job
+    assert "titleSearch" not in job.wire()
+
+
 async def test_list_jobs_pages(store: FleetStore):
     for i in range(5):
         await store.create_job(make_job(f"j{i}", minutes=i))
