@@ -44,6 +44,7 @@ __all__ = [
     "ShadowDecision",
     "SpendRecord",
     "StoredBudget",
+    "UiSession",
     "Run",
     "RunDetails",
     "RunFields",
@@ -584,3 +585,14 @@ class EnrollmentToken(CamelModel):
     used_by_factory: str | None = None
     created_by: str
     etag: str | None = Field(default=None, exclude=True)
+
+
+class UiSession(CamelModel):
+    """A web control plane sign-in: the hash of its cookie's secret names it, and it stands
+    for one API key until it expires (the key itself is checked on every request)."""
+
+    id: str  # SHA-256 of the session secret (the cookie holds the secret)
+    product_id: str = FLEET_PARTITION
+    key_id: str
+    created_at: datetime
+    expires_at: datetime

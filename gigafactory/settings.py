@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     admin_key: str | None = None  # bootstrap admin key of `gigafactory dev`
     factory_token: str | None = None  # a factory's token
 
+    # The web control plane (/ui): how long a sign-in lasts, how often live panels refresh,
+    # whether its cookie is HTTPS-only (it is whenever the request itself is HTTPS), and the
+    # Temporal UI that job pages link to (the dev stack sets its own).
+    ui_session_ttl_s: float = Field(default=12 * 3600.0, gt=0)
+    ui_poll_interval_s: float = Field(default=2.0, ge=0.5)
+    ui_secure_cookie: bool = False
+    temporal_ui_url: str | None = None
+
     # Dev stack ports.
     temporal_port: int = 7233
     ui_port: int = 8233

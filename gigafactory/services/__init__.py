@@ -28,8 +28,10 @@ from gigafactory.services.job_tree import JobTreeService
 from gigafactory.services.jobs import JobService
 from gigafactory.services.keys import KeyService
 from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.overview import OverviewService
 from gigafactory.services.queue import Queue
 from gigafactory.services.routing import RoutingService
+from gigafactory.services.sessions import SessionService
 from gigafactory.services.workflow_ops import WorkflowOps
 from gigafactory.settings import Settings
 from gigafactory.store import open_blobs
@@ -78,6 +80,8 @@ class Services:
     attempts: AttemptService = field(init=False)
     keys: KeyService = field(init=False)
     artifacts: ArtifactService = field(init=False)
+    sessions: SessionService = field(init=False)
+    overview: OverviewService = field(init=False)
 
     def __post_init__(self) -> None:
         store, temporal, settings, clock = self.store, self.temporal, self.settings, self.clock
@@ -122,5 +126,16 @@ class Services:
             self.blobs if self.blobs is not None else open_blobs(settings),
             settings,
             self.jobs,
+            clock,
+        )
+        self.sessions = SessionService(store, self.auth, settings, clock)
+        self.overview = OverviewService(
+            store,
+            settings,
+            self.jobs,
+            self.factories,
+            self.routing,
+            self.tree,
+            self.artifacts,
             clock,
         )

@@ -11,11 +11,13 @@ waits, pauses or alerts: the view says `enforced: false`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import Field
+from temporalio.service import RPCError
 
 from gigafactory.budgets import (
     SIGNAL_PAUSE,
@@ -36,12 +38,14 @@ from gigafactory.models import ApiKey, CamelModel, Role, SpendRecord, StoredBudg
 from gigafactory.services.access import require_product, require_role
 from gigafactory.services.clock import Clock
 from gigafactory.services.controller import ControllerClient
-from gigafactory.services.errors import Conflict
+from gigafactory.services.errors import Conflict, temporal_unreachable
 from gigafactory.services.lifecycle import Lifecycle, run_id
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
 
 __all__ = ["BudgetService", "BudgetView"]
+
+logger = logging.getLogger(__name__)
 
 _LEDGER_SHOWN = 20
 # The most ledger entries one window's figures are summed from.
@@ -68,6 +72,9 @@ class BudgetView(CamelModel):
     resets_at: datetime | None = None
     waiting: int = 0
     source: str = Field(description="controller (live counts) or store (ledger sums)")
+    note: str | None = Field(
+        default=None, description="Why the figures are not the controller's, when they should be."
+    )
     ledger: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -116,7 +123,19 @@ class BudgetService:
     async def _view(self, product_id: str) -> BudgetView:
         ledger = await self.store.list_spend(product_id, limit=_LEDGER_SHOWN)
         shown = [r.model_dump(by_alias=True, mode="json") for r in ledger]
-        state = await self.controllers.state(product_id) if self.settings.budgets else None
+        state: BudgetState | None = None
+        note = None
+        if self.settings.budgets:
+            try:
+                state = await self.controllers.state(product_id)
+            except (RPCError, RuntimeError) as err:
+                if not temporal_unreachable(err):
+                    raise
+                logger.warning("budget view of %s: Temporal unreachable: %s", product_id, err)
+                note = (
+                    "Temporal is unreachable: spent is replayed from the ledger; the "
+                    "controller's pause, reservations and waiting jobs are unknown"
+                )
         source = "controller"
         if state is None:
             # Not enforced, or no controller yet: the ledger replayed by the same rules.
@@ -139,6 +158,7 @@ class BudgetService:
             resets_at=state.resets_at,
             waiting=len(state.waiting),
             source=source,
+            note=note,
             ledger=shown,
         )
 

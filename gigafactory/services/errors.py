@@ -17,6 +17,7 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "temporal_unreachable",
 ]
 
 
@@ -85,3 +86,13 @@ class Unavailable(ServiceError):
     """A dependency (Temporal, the store) cannot be reached now; try again."""
 
     code = "unavailable"
+
+
+def temporal_unreachable(err: BaseException) -> bool:
+    """Whether `err` says Temporal cannot be reached now (as opposed to refusing a call)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    if isinstance(err, RPCError):
+        return err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+    # A lazily connected client reports a server it cannot reach this way.
+    return isinstance(err, RuntimeError) and str(err).startswith("Failed client connect")

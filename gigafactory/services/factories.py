@@ -117,6 +117,10 @@ class FactoryService:
             heartbeat_age_s=age,
         )
 
+    def state_at(self, factory: Factory, table: SlotTable | None, now: datetime) -> FactoryState:
+        """The factory's state from its slot table, with its health at `now`."""
+        return self._state(factory, table, now)
+
     async def _factory(self, factory_id: str) -> Factory:
         try:
             return await self.store.get_factory(factory_id)

@@ -38,6 +38,7 @@ from gigafactory.models import (
     SpendRecord,
     Stage,
     StoredBudget,
+    UiSession,
 )
 from gigafactory.store.backend import (
     AlreadyExists,
@@ -666,6 +667,29 @@ class FleetStore:
     async def put_routing_weights(self, weights: RoutingWeights) -> RoutingWeights:
         """Replace the product's overrides (one document; the last operator's PUT wins)."""
         return _from(RoutingWeights, await self.backend.upsert("settings", _doc(weights)))
+
+    # --- web sessions ---------------------------------------------------------------------------
+    async def create_session(self, session: UiSession) -> UiSession:
+        """Store a web session (named by its secret's hash). Raises AlreadyExists."""
+        doc = _doc(session.model_copy(update={"product_id": FLEET_PARTITION}))
+        return _from(UiSession, await self.backend.create("sessions", doc))
+
+    async def get_session(self, session_id: str) -> UiSession:
+        """A web session by id. Raises NotFound."""
+        return _from(UiSession, await self.backend.read("sessions", FLEET_PARTITION, session_id))
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Remove a web session; False when there was none."""
+        try:
+            await self.backend.delete("sessions", FLEET_PARTITION, session_id)
+        except NotFound:
+            return False
+        return True
+
+    async def list_sessions(self, key_id: str) -> list[UiSession]:
+        """The web sessions of one API key."""
+        docs = await self._query_all("sessions", FLEET_PARTITION, {"keyId": key_id})
+        return [_from(UiSession, d) for d in docs]
 
     async def create_api_key(self, key: ApiKey) -> ApiKey:
         """Store an API key (hashed). Raises AlreadyExists."""

@@ -120,6 +120,11 @@ MIGRATIONS: dict[int, list[str]] = {
         f"CREATE INDEX queue_lane ON {_table('queue')} ({_expr('lane')}, {_expr('waitingSince')})",
         f"CREATE INDEX queue_job ON {_table('queue')} ({_expr('jobId')})",
     ],
+    # Web control plane sign-ins (server-side sessions), found by id or by their API key.
+    5: [
+        _create_table("sessions"),
+        f"CREATE INDEX sessions_key ON {_table('sessions')} (product_id, {_expr('keyId')})",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
