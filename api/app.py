@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.routes import artifacts, budgets, dag, factories, health, jobs, keys, routing
+from api.ui import install_ui
 from gigafactory.services import Services
 from gigafactory.services.clock import Clock, utcnow
 from gigafactory.settings import Settings
@@ -32,7 +33,7 @@ DESCRIPTION = """\
 The control plane of a fleet of AI coding agents.
 
 Authenticate with `Authorization: Bearer <API key>` (factories: their factory token).
-Errors are `{"error": {"code", "message", "field"?}}`.
+Errors are `{"error": {"code", "message", "field"?}}`. The web control plane is at `/ui`.
 """
 
 
@@ -81,6 +82,7 @@ def create_app(
     install_error_handlers(app)
     for module in (health, jobs, artifacts, factories, keys, routing, dag, budgets):
         app.include_router(module.router)
+    install_ui(app)
     return app
 
 

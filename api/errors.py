@@ -34,7 +34,7 @@ from gigafactory.services.errors import (
 from gigafactory.store.backend import AlreadyExists, NotFound, PreconditionFailed
 from gigafactory.store.fleet_store import EnrollmentRefused
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ApiError", "error_body", "install_error_handlers", "status_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,18 @@ _STATUS: dict[type[ServiceError], int] = {
 }
 
 
+def status_of(exc: ServiceError) -> int:
+    """The HTTP status of a domain error (the API's and the web UI's)."""
+    if isinstance(exc, Fenced):
+        return 409
+    return next((s for kind, s in _STATUS.items() if isinstance(exc, kind)), 400)
+
+
 async def _service(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if isinstance(exc, Fenced):
         return _fenced(exc)
-    status = next((s for kind, s in _STATUS.items() if isinstance(exc, kind)), 400)
+    status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return _json(status, exc.code, exc.message, exc.field, headers)
 

@@ -98,6 +98,19 @@ def test_no_route_touches_the_store_or_its_backend() -> None:
         assert ".backend." not in path.read_text(), f"{path.name} reaches into a backend"
 
 
+def test_no_ui_page_imports_another_page_or_the_store() -> None:
+    """The web UI's pages are routes too: shared helpers live beside them, not in a page."""
+    found = [
+        f"{path.name} imports {module}"
+        for path in python_files("api/ui/pages")
+        for module in modules_imported(path)
+        if (module.startswith("api.ui.pages.") and module.split(".")[3] != path.stem)
+        or module.startswith("api.routes")
+        or module.startswith("gigafactory.store")
+    ]
+    assert found == []
+
+
 def test_workflows_import_only_pure_domain_code() -> None:
     found = []
     for path in python_files("workflows"):

@@ -57,7 +57,7 @@ from gigafactory.workflow_view import (
     workflow_summary,
 )
 
-__all__ = ["TITLE_SEARCH_MAX", "JobService", "job_not_found", "timing_from"]
+__all__ = ["TITLE_SEARCH_MAX", "JobPage", "JobService", "job_not_found", "timing_from"]
 
 logger = logging.getLogger(__name__)
 

@@ -187,17 +187,21 @@ class OverviewService:
             evicted_by=r.evicted_by,
         )
 
-    async def job_detail(self, key: ApiKey, job_id: str) -> JobDetail:
-        """A job's stage, timeline, runs, artifacts, log tail, last routing decision and
-        subtree.
+    async def job_detail(self, key: ApiKey, job_id: str, *, with_log: bool = True) -> JobDetail:
+        """A job's stage, timeline, runs, artifacts, log tail (unless `with_log` is False),
+        last routing decision and subtree.
 
         Raises:
             NotFoundError: no such job, or the key may not see it.
         """
         job = await self.jobs.get(key, job_id)
         events, more = await self.store.list_events(job.id, job.product_id, limit=EVENTS_SHOWN)
-        log = await self.store.read_log(
-            job.id, job.product_id, epoch=job.lease_epoch, limit=_LOG_READ
+        log = (
+            await self.store.read_log(
+                job.id, job.product_id, epoch=job.lease_epoch, limit=_LOG_READ
+            )
+            if with_log
+            else []
         )
         return JobDetail(
             job=job,
