@@ -10,7 +10,7 @@ AGENTS_STAMP := tools/agents/node_modules/.installed
 AIDER_VENV := .venv-aider
 AIDER_STAMP := $(AIDER_VENV)/.installed
 
-.PHONY: demo dev test lint typecheck check bench clean agents
+.PHONY: demo dev test lint typecheck check bench clean agents browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ agents:  ## install the agent CLIs (npm: tools/agents, PyPI: .venv-aider)
 	-$(MAKE) $(AGENTS_STAMP)
 	-$(MAKE) $(AIDER_STAMP)
 
+# Debian's chromium, which the web UI tests drive with Playwright (Playwright's own browser
+# download cannot work here). A failed installation does not stop `make test`: the browser
+# tests then fail, saying chromium is missing.
+browser:  ## install Debian's chromium for the web UI tests (apt-get, as root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq chromium; } \
+	    > /tmp/gigafactory-chromium-install.log 2>&1 \
+	  || { tail -5 /tmp/gigafactory-chromium-install.log; exit 1; }; }
+
 demo: $(STAMP)  ## start the dev stack, run the demo jobs, print the summary
 	$(BIN)/gigafactory demo
 
@@ -43,6 +54,7 @@ dev: $(STAMP)  ## the dev stack with two local factories, until Ctrl-C
 	$(BIN)/gigafactory dev
 
 test: $(STAMP) agents  ## lint, type-check and the whole test suite (what CI runs)
+	-$(MAKE) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy gigafactory workflows activities routing api launch bench

@@ -235,6 +235,7 @@ async def run_demo(
     await stack.start()
     try:
         _say(f"API docs     {stack.api_url}/docs")
+        _say(f"Web UI       {stack.web_url}  (sign in with the admin key)")
         _say(f"Temporal UI  {stack.ui_url}  (filter: FleetProductId = 'demo')")
         headers = {"Authorization": f"Bearer {stack.admin_key}"}
         async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=30) as http:
@@ -270,6 +271,7 @@ async def run_demo(
         if keep_running:
             _say(f"see any job with: gigafactory --data-dir {run_dir} job <id>")
             _say(f"the stack keeps running (API {stack.api_url}); Ctrl-C stops it")
+            _say(f"web UI {stack.web_url}: sign in with the admin key {stack.admin_key}")
             write_stack_file(
                 stack.settings,
                 {"apiUrl": stack.api_url, "uiUrl": stack.ui_url},

@@ -147,6 +147,8 @@ class DevStack:
             updates["temporal_address"] = self.temporal_server.address
             if ui_port is not None:
                 updates["ui_port"] = ui_port
+                if s.temporal_ui_url is None:  # job pages of the web UI link to it
+                    updates["temporal_ui_url"] = self.temporal_server.ui_url
         # The resolved settings are what children (factories, URLs) must see.
         self.settings = s = s.model_copy(update=updates)
         self.client = await connect_temporal(s)
@@ -343,6 +345,11 @@ class DevStack:
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    @property
+    def web_url(self) -> str:
+        """The web control plane (sign in with the admin key)."""
+        return f"{self.api_url}/ui"
 
     @property
     def ui_url(self) -> str | None:

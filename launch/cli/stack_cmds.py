@@ -27,6 +27,7 @@ DataDir = Annotated[Path | None, typer.Option(help="Data directory (FLEET_DATA_D
 def stack_banner(stack: DevStack) -> str:
     lines = [
         f"API        {stack.api_url}   (OpenAPI docs: {stack.api_url}/docs)",
+        f"Web UI     {stack.web_url}   (sign in with an API key, e.g. the admin key)",
         f"Temporal   {stack.temporal_address}",
     ]
     if stack.ui_url:
