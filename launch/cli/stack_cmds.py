@@ -171,11 +171,29 @@ def bench(
     in_process: Annotated[
         bool, typer.Option("--in-process", help="The whole fleet in this one process.")
     ] = False,
+    ui: Annotated[
+        bool,
+        typer.Option("--ui", help="The API process's CPU with five web UI pages polling it."),
+    ] = False,
+    ui_seconds: Annotated[
+        float, typer.Option(min=5, help="With --ui: the length of each measured window (s).")
+    ] = 60.0,
 ) -> None:
     """Throughput and latency of N sim jobs beside a bare Temporal workflow baseline.
 
     With --routing: decisions/s of the pure routing module beside a naive scheduler.
+    With --ui: the API process's CPU with five web UI pages open on a fleet of 50 jobs.
     """
+    if ui:
+        from bench.ui import render_ui_report, run_ui_bench
+
+        configure_logging("WARNING")
+        try:
+            ui_report = asyncio.run(run_ui_bench(measure_s=ui_seconds))
+        except RuntimeError as err:
+            raise CliError(str(err)) from None
+        typer.echo(render_ui_report(ui_report))
+        return
     if routing:
         from bench.routing import render_routing_report, run_routing_bench
 
