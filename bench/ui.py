@@ -209,14 +209,22 @@ async def _open_pages(api_url: str, admin_key: str, report: UiBenchReport) -> As
                 pages.append(await context.new_page())
                 await pages[-1].goto(f"{api_url}{path}")
 
-            def counted(response: Any) -> None:
+            notes: list[asyncio.Future[None]] = []
+
+            async def note(response: Any) -> None:
+                # The browser's own cache headers are only in all_headers(); a revalidated
+                # fragment (a 304 on the wire) shows as its cached 200 here.
+                headers = await response.request.all_headers()
                 report.requests += 1
                 report.statuses[int(response.status)] += 1
-                if response.request.headers.get("if-none-match"):
+                if headers.get("if-none-match"):
                     report.revalidated += 1
 
-            context.on("response", counted)
+            context.on(
+                "response", lambda response: notes.append(asyncio.ensure_future(note(response)))
+            )
             yield
+            await asyncio.gather(*notes, return_exceptions=True)
         finally:
             await browser.close()
 

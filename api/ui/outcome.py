@@ -8,6 +8,7 @@ status, so a forged request is refused as loudly as the API refuses it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Final
 from urllib.parse import urlencode, urlsplit
 
@@ -26,7 +27,7 @@ from gigafactory.services.errors import (
     temporal_unreachable,
 )
 
-__all__ = ["REFUSALS", "back", "message_of", "refused", "status_for", "to_page"]
+__all__ = ["REFUSALS", "act", "back", "message_of", "refused", "status_for", "to_page"]
 
 # What a service call may refuse with, for the UI to show rather than crash on.
 REFUSALS: Final = (ServiceError, JobSpecError, ValidationError, RuntimeError, OSError)
@@ -90,3 +91,13 @@ def back(ui: UiContext, err: Exception, back_to: str) -> Response:
     ):
         raise err
     return to_page(back_to, error=message_of(err))
+
+
+async def act(ui: UiContext, action: Awaitable[object], *, back_to: str, notice: str) -> Response:
+    """Await a state-changing service call: back on the page with `notice`, or with what
+    the service refused (see `back`)."""
+    try:
+        await action
+    except REFUSALS as err:
+        return back(ui, err, back_to)
+    return to_page(back_to, notice=notice)

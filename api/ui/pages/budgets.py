@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from api.deps import ServicesDep
-from api.ui.outcome import REFUSALS, back, message_of, to_page
+from api.ui.outcome import REFUSALS, act, back, message_of, to_page
 from api.ui.render import fragment, page
 from api.ui.session import PostDep, UiDep
 from gigafactory.budgets import BudgetConfig, BudgetWindow
@@ -89,18 +89,12 @@ async def pause(
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     """Pause the product's dispatch: new attempts wait, running ones finish."""
-    try:
-        await services.budgets.pause(ui.key, product_id, reason.strip() or "paused from the web UI")
-    except REFUSALS as err:
-        return back(ui, err, "/ui/budgets")
-    return to_page("/ui/budgets", notice=f"{product_id} paused")
+    pausing = services.budgets.pause(ui.key, product_id, reason.strip() or "paused from the web UI")
+    return await act(ui, pausing, back_to="/ui/budgets", notice=f"{product_id} paused")
 
 
 @router.post("/{product_id}/resume")
 async def resume(product_id: str, ui: PostDep, services: ServicesDep) -> Response:
     """Resume dispatch; waiting jobs start in priority order."""
-    try:
-        await services.budgets.resume(ui.key, product_id)
-    except REFUSALS as err:
-        return back(ui, err, "/ui/budgets")
-    return to_page("/ui/budgets", notice=f"{product_id} resumed")
+    resuming = services.budgets.resume(ui.key, product_id)
+    return await act(ui, resuming, back_to="/ui/budgets", notice=f"{product_id} resumed")

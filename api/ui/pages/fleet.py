@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.deps import ServicesDep
-from api.ui.outcome import REFUSALS, back, refused, to_page
+from api.ui.outcome import REFUSALS, act, refused
 from api.ui.render import fragment, page
 from api.ui.session import PostDep, UiDep
 
@@ -54,8 +54,5 @@ async def change_factory(
         "uncordon": services.factories.uncordon,
         "revoke": services.factories.revoke,
     }[action]
-    try:
-        await operation(ui.key, factory_id)
-    except REFUSALS as err:
-        return back(ui, err, "/ui")
-    return to_page("/ui", notice=f"factory {factory_id} {_DONE[action]}")
+    notice = f"factory {factory_id} {_DONE[action]}"
+    return await act(ui, operation(ui.key, factory_id), back_to="/ui", notice=notice)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from api.deps import ServicesDep
-from api.ui.outcome import REFUSALS, back, refused, to_page
+from api.ui.outcome import REFUSALS, act, refused
 from api.ui.render import fragment, page
 from api.ui.session import PostDep, UiDep
 
@@ -78,11 +78,9 @@ async def cancel(
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Cancel the job wherever it is."""
-    try:
-        await services.jobs.cancel(ui.key, job_id, reason.strip() or "cancelled from the web UI")
-    except REFUSALS as err:
-        return back(ui, err, _here(job_id))
-    return to_page(_here(job_id), notice="cancel requested")
+    reason = reason.strip() or "cancelled from the web UI"
+    cancelling = services.jobs.cancel(ui.key, job_id, reason)
+    return await act(ui, cancelling, back_to=_here(job_id), notice="cancel requested")
 
 
 @router.post("/ship")
@@ -93,11 +91,8 @@ async def ship(
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Ship a succeeded job (operators)."""
-    try:
-        await services.jobs.ship(ui.key, job_id, note.strip() or None)
-    except REFUSALS as err:
-        return back(ui, err, _here(job_id))
-    return to_page(_here(job_id), notice="shipped")
+    shipping = services.jobs.ship(ui.key, job_id, note.strip() or None)
+    return await act(ui, shipping, back_to=_here(job_id), notice="shipped")
 
 
 @router.get("/artifacts/{artifact_id}")
@@ -124,8 +119,5 @@ async def delete_artifact(
     job_id: str, artifact_id: str, ui: PostDep, services: ServicesDep
 ) -> Response:
     """Delete an artifact (operators)."""
-    try:
-        await services.artifacts.delete(ui.key, job_id, artifact_id)
-    except REFUSALS as err:
-        return back(ui, err, _here(job_id))
-    return to_page(_here(job_id), notice="artifact deleted")
+    deleting = services.artifacts.delete(ui.key, job_id, artifact_id)
+    return await act(ui, deleting, back_to=_here(job_id), notice="artifact deleted")

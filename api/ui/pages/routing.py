@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from api.deps import ServicesDep
 from api.ui.forms import FORM_ERROR, SubmitForm, errors_at_fields
-from api.ui.outcome import REFUSALS, back, refused, to_page
+from api.ui.outcome import REFUSALS, act, refused, to_page
 from api.ui.render import is_htmx, page
 from api.ui.session import PostDep, UiDep
 from gigafactory.models import PreemptionSettings, Priority
@@ -77,11 +77,8 @@ async def save_routing(
         )
     except ValueError as err:
         return to_page(_here(product_id), error=f"not a number: {err}")
-    try:
-        await services.routing.put_weights(ui.key, product_id, weights, policy)
-    except REFUSALS as err:
-        return back(ui, err, _here(product_id))
-    return to_page(_here(product_id), notice=f"routing of {product_id} saved")
+    saving = services.routing.put_weights(ui.key, product_id, weights, policy)
+    return await act(ui, saving, back_to=_here(product_id), notice=f"routing of {product_id} saved")
 
 
 @router.post("/plan/dry-run")
