@@ -21,7 +21,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from api.ui.format import FILTERS
 from api.ui.session import UiContext
 
-__all__ = ["STATIC_DIR", "STOP_POLLING", "fragment", "is_htmx", "page", "render_text"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "STATIC_DIR",
+    "STOP_POLLING",
+    "fragment",
+    "is_htmx",
+    "page",
+    "render_text",
+]
 
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
@@ -29,6 +37,18 @@ TEMPLATE_DIR = _HERE / "templates"
 
 # htmx stops polling an element whose request answers this status.
 STOP_POLLING = 286
+
+# Pages load only this site's script and styles (no inline script: htmx runs with
+# allowEval off), and no other site may frame them (clickjacking).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 _env = Environment(
     loader=FileSystemLoader(TEMPLATE_DIR),
@@ -72,7 +92,9 @@ def page(
 ) -> HTMLResponse:
     """A whole page: the layout with the signed-in key, its CSRF token and the banners."""
     body = render_text(template, {**(ui.globals() if ui else {"ui": None}), **(context or {})})
-    response = HTMLResponse(body, status_code=status, headers=dict(headers or {}))
+    response = HTMLResponse(
+        body, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -93,7 +115,12 @@ def fragment(
     """
     body = render_text(template, {**ui.globals(), **context}).encode()
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Cookie, HX-Request"}
+    headers = {
+        **SECURITY_HEADERS,
+        "ETag": etag,
+        "Cache-Control": "private, no-cache",
+        "Vary": "Cookie, HX-Request",
+    }
     if final:
         status = STOP_POLLING
     elif status == 200 and etag in _etags(request.headers.get("if-none-match")):

@@ -45,6 +45,7 @@ async def open_page(browser: Browser, stack: DevStack, key: str, viewport: Any =
     """A new browser context signed in with `key`."""
     context = await browser.new_context(viewport=viewport or LAPTOP)
     page = await context.new_page()
+    watch_console(page)
     await page.goto(f"{stack.web_url}/jobs")
     await expect(page).to_have_url(f"{stack.web_url}/sign-in?next=%2Fui%2Fjobs")
     await page.get_by_label("API key").fill(key)
@@ -53,7 +54,34 @@ async def open_page(browser: Browser, stack: DevStack, key: str, viewport: Any =
     return page
 
 
+# Every control has an accessible name: a <label>, aria-label or its own text.
+_UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, a[href], summary')]
+  .filter(el => !((el.labels && el.labels.length) || el.getAttribute('aria-label')
+                  || el.getAttribute('aria-labelledby') || el.textContent.trim()))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+_CONSOLE_ERRORS: dict[int, list[str]] = {}
+
+
+def watch_console(page: Page) -> None:
+    """Record the page's console errors (a CSP violation, a script error), not the failed
+    loads that refusals (404, 422) are meant to be."""
+    errors = _CONSOLE_ERRORS.setdefault(id(page), [])
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text)
+            if m.type == "error" and "Failed to load resource" not in m.text
+            else None
+        ),
+    )
+
+
 async def shoot(page: Page, name: str) -> None:
+    """Check the page (labels, no console error) and keep its screenshot for the docs."""
+    assert await page.evaluate(_UNLABELLED) == [], f"unlabelled controls on {name}"
+    assert _CONSOLE_ERRORS.get(id(page), []) == [], f"console errors on {name}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
@@ -80,7 +108,10 @@ async def test_sign_in_submit_finish_and_ship(
 ) -> None:
     context = await browser.new_context(viewport=LAPTOP)
     page = await context.new_page()
-    await page.goto(stack.web_url)
+    watch_console(page)
+    response = await page.goto(stack.web_url)
+    assert response is not None
+    assert "frame-ancestors 'none'" in (await response.all_headers())["content-security-policy"]
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await shoot(page, "sign-in")
     await page.get_by_label("API key").fill(stack.admin_key)
@@ -92,6 +123,8 @@ async def test_sign_in_submit_finish_and_ship(
         await expect(card).to_be_visible()
         await expect(card.locator(".health")).to_have_text("healthy", timeout=15_000)
     await expect(page.get_by_role("button", name="Cordon")).to_have_count(2)
+    await page.keyboard.press("Tab")  # the first stop is the skip link
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
 
     await nav(page, "Jobs").click()
     await page.get_by_role("button", name="Submit a job").click()
