@@ -1,13 +1,14 @@
 """`gigafactory bench --ui`: what open web UI pages cost the API process.
 
 The API runs in its own process (`python -m api`) against the same SQLite data directory
-and Temporal dev server as a control worker and two local `sim` factories, which run in
-this process. A fleet of 50 jobs is made: finished ones, four long ones running (one per
-slot) and the rest waiting for capacity. Then the API process's CPU time (utime + stime,
-from /proc) is measured over a window twice: with no page open (heartbeats, log chunks and
-the workers' reads: the baseline), and with five pages open in Debian's chromium (the fleet
-map, the job table, two running jobs' pages with their logs following, the budget panel),
-each polling at the UI's interval. The difference is the pages' share.
+and Temporal dev server as a control plane (worker and dispatch reconciler) and two local
+`sim` factories, which run in this process. A fleet of 50 jobs is made: finished ones, four
+long ones running (one per slot) and the rest waiting for capacity. Then the API process's
+CPU time (utime + stime, from /proc) is measured over a window twice: with no page open
+(heartbeats, log chunks and the workers' reads: the baseline), and with five pages open in
+Debian's chromium (the fleet map, the job table, two running jobs' pages with their logs
+following, the budget panel), each polling at the UI's interval. The difference is the
+pages' share.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from typing import Any
 
 import httpx
 
+from bench.usage import cpu_seconds
 from gigafactory.security import mint
-from gigafactory.settings import Settings
+from gigafactory.settings import Settings, settings_env
 from gigafactory.store import open_store
 from gigafactory.temporal_client import connect_temporal
+from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
-from launch.workers import control_worker
 
 __all__ = ["UiBenchReport", "render_ui_report", "run_ui_bench"]
 
@@ -87,35 +89,16 @@ class UiBenchReport:
         return max(0.0, self.polling.share - self.idle.share)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), in seconds."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def _measure(pid: int, seconds: float) -> CpuWindow:
-    cpu, wall = _cpu_seconds(pid), time.monotonic()
+    cpu, wall = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(seconds)
-    return CpuWindow(_cpu_seconds(pid) - cpu, time.monotonic() - wall)
+    return CpuWindow(cpu_seconds(pid) - cpu, time.monotonic() - wall)
 
 
 @contextlib.asynccontextmanager
 async def _api_process(settings: Settings, log: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
     """`python -m api` with the settings as FLEET_* variables, until it answers /healthz."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FLEET_DATA_DIR": str(settings.data_dir),
-            "FLEET_TEMPORAL_ADDRESS": settings.temporal_address or "",
-            "FLEET_API_PORT": str(settings.api_port),
-            "FLEET_ADMIN_KEY": settings.admin_key or "",
-            "FLEET_CONTROL_TASK_QUEUE": settings.control_task_queue,
-            "FLEET_BUDGETS": "true" if settings.budgets else "false",
-            "FLEET_LOG_LEVEL": "WARNING",
-        }
-    )
+    env = {**os.environ, **settings_env(settings), "FLEET_LOG_LEVEL": "WARNING"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "api"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -256,8 +239,8 @@ async def _bench(
     api_url = settings.resolved_api_url
     store = await open_store(settings)
     client = await connect_temporal(settings)
-    worker = control_worker(client, store, settings)
-    worker_task = asyncio.create_task(worker.run())
+    control = ControlPlane(client, store, settings)
+    await control.start()
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
     try:
         async with (
@@ -312,10 +295,7 @@ async def _bench(
         for _, task in stops:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
-        await worker.shutdown()
-        worker_task.cancel()
-        with contextlib.suppress(BaseException):
-            await worker_task
+        await control.stop()
         await store.close()
 
 
