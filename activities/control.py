@@ -16,6 +16,7 @@ from gigafactory.budgets import AdmissionResult
 from gigafactory.contracts import (
     BUDGET_ADMIT,
     FINISH_RUN,
+    RECORD_SHIP,
     RECORD_TRANSITION,
     REQUEST_LOCK,
     ROUTE_JOB,
@@ -23,6 +24,7 @@ from gigafactory.contracts import (
     WORKFLOW_IS_OPEN,
     BudgetAdmitInput,
     FinishRunInput,
+    RecordShipInput,
     RequestLockInput,
     RouteInput,
     RouteResult,
@@ -51,6 +53,7 @@ class ControlActivities:
             self.request_lock,
             self.workflow_is_open,
             self.budget_admit,
+            self.record_ship,
         ]
 
     @activity.defn(name=ROUTE_JOB.name)
@@ -72,6 +75,11 @@ class ControlActivities:
     async def withdraw(self, inp: WithdrawInput) -> None:
         """A queued job stopped waiting: its queue entry goes."""
         await self.services.attempts.withdraw(inp)
+
+    @activity.defn(name=RECORD_SHIP.name)
+    async def record_ship(self, inp: RecordShipInput) -> None:
+        """Record a ship's outcome: the job shipped with what was pushed, or why not."""
+        await self.services.shipping.record(inp)
 
     @activity.defn(name=BUDGET_ADMIT.name)
     async def budget_admit(self, inp: BudgetAdmitInput) -> AdmissionResult:

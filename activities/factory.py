@@ -197,9 +197,13 @@ class FactoryActivities:
             self.workspace_root,
         )
 
-    def all(self) -> list[Callable[..., Any]]:
-        """Every activity, for worker registration."""
-        return [self.run_agent, self.ship_branch, self.remove_workspace]
+    def agent_activities(self) -> list[Callable[..., Any]]:
+        """The slot-limited activity: an agent run (the factory's agent queue)."""
+        return [self.run_agent]
+
+    def workspace_activities(self) -> list[Callable[..., Any]]:
+        """Short workspace operations (its operations queue): they never wait for a slot."""
+        return [self.ship_branch, self.remove_workspace]
 
     def context(self, engine: Engine) -> EngineContext:
         """The home, environment, prices and default model `engine` runs with here."""

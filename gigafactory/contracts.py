@@ -22,6 +22,7 @@ from gigafactory.models import (
     RunDetails,
     RunFields,
     RunOutcome,
+    Shipment,
     Stage,
     WaitReason,
 )
@@ -30,6 +31,7 @@ from gigafactory.models import (
 JOB_WORKFLOW = "JobWorkflow"
 LOCK_WORKFLOW = "LockWorkflow"
 PRODUCT_CONTROLLER_WORKFLOW = "ProductControllerWorkflow"
+SHIP_WORKFLOW = "ShipWorkflow"
 
 CONTROL_TASK_QUEUE = "fleet-control"
 
@@ -55,6 +57,17 @@ SEARCH_ATTRIBUTES: tuple[str, ...] = (
 def factory_task_queue(factory_id: str) -> str:
     """The task queue one factory's worker polls."""
     return f"factory-{factory_id}"
+
+
+def factory_ops_task_queue(factory_id: str) -> str:
+    """The task queue of one factory's short workspace operations (ship, remove): apart from
+    the agents' queue, so they need not wait for a free slot."""
+    return f"factory-{factory_id}-ops"
+
+
+def ship_workflow_id(product_id: str, job_id: str) -> str:
+    """The workflow that ships one job (at most one at a time; a refused ship may be retried)."""
+    return f"ship-{product_id}-{job_id}"
 
 
 def job_workflow_id(product_id: str, job_id: str) -> str:
@@ -84,7 +97,6 @@ class JobTiming(CamelModel):
 
     lease_heartbeat_timeout_s: float = 15.0
     dispatch_timeout_s: float = 30.0
-    capacity_recheck_s: float = 15.0
     stop_grace_s: float = 10.0
     lock_check_s: float = 30.0
     max_lost_attempts: int = 5
@@ -390,6 +402,43 @@ class ShipBranchResult(CamelModel):
     url: str | None = None
 
 
+class ShipWorkflowInput(CamelModel):
+    """Workflow input: ship a succeeded job's branch from a factory, then record it."""
+
+    job_id: str
+    product_id: str
+    repo: str
+    factory_id: str  # where to run the push: the last run's, or any factory that can reach it
+    commit: str | None = None
+    title: str | None = None
+    actor: str
+    note: str | None = None
+    # How long the factory may take to pick the ship up, and to push.
+    pickup_timeout_s: float = 60.0
+    push_timeout_s: float = 300.0
+
+
+class ShipWorkflowResult(CamelModel):
+    """Workflow output: the shipment, or why the ship was refused."""
+
+    shipped: bool
+    shipment: Shipment | None = None
+    reason: str | None = None
+
+
+class RecordShipInput(CamelModel):
+    """Activity input: record a ship's outcome (the job shipped, or an event saying why not)."""
+
+    job_id: str
+    product_id: str
+    actor: str
+    note: str | None = None
+    at: datetime
+    event_id: str
+    shipment: Shipment | None = None
+    refused: str | None = None
+
+
 class RemoveWorkspaceInput(CamelModel):
     """Activity input: remove a job's worktree (and its local branch) from this factory."""
 
@@ -442,6 +491,7 @@ REQUEST_LOCK = ActivityDef("fleet.request_lock", RequestLockInput, type(None))
 WORKFLOW_IS_OPEN = ActivityDef("fleet.workflow_is_open", WorkflowIsOpenInput, bool)
 BUDGET_ADMIT = ActivityDef("fleet.budget_admit", BudgetAdmitInput, AdmissionResult)
 WITHDRAW = ActivityDef("fleet.withdraw", WithdrawInput, type(None))
+RECORD_SHIP = ActivityDef("fleet.record_ship", RecordShipInput, type(None))
 CONTROL_ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     ROUTE_JOB,
     RECORD_TRANSITION,
@@ -450,6 +500,7 @@ CONTROL_ACTIVITIES: tuple[ActivityDef[Any, Any], ...] = (
     WORKFLOW_IS_OPEN,
     BUDGET_ADMIT,
     WITHDRAW,
+    RECORD_SHIP,
 )
 # The activity every factory runs, on its own task queue.
 RUN_AGENT = ActivityDef("factory.run_agent", RunAgentInput, RunAgentResult)

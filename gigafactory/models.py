@@ -42,6 +42,7 @@ __all__ = [
     "Role",
     "RoutingWeights",
     "ShadowDecision",
+    "Shipment",
     "SpendRecord",
     "StoredBudget",
     "UiSession",
@@ -275,6 +276,18 @@ class JobSpec(CamelModel):
 ChildSpec.model_rebuild()
 
 
+class Shipment(CamelModel):
+    """Where a shipped job's branch went: the commit pushed, the remote, the forge's answer."""
+
+    branch: str
+    commit: str
+    remote: str
+    factory_id: str
+    at: datetime
+    url: str | None = None  # the pull request (or other) link the forge command printed
+    output: str = ""
+
+
 class JobView(CamelModel):
     """A job as everyone may read it: its spec, stage and why, lease, factory, cost, times."""
 
@@ -297,13 +310,13 @@ class JobView(CamelModel):
     exit_code: int | None = None
     attempts: int = 0
     fenced_reports: int = 0
+    # A shipped job with a repository: what SHIP pushed.
+    shipment: Shipment | None = None
 
 
 class Job(JobView):
     """The store's projection of a job: what the API and UI read fast."""
 
-    # The last routing attempt that found no slot: a waiting job that still competes.
-    routed_at: datetime | None = None
     etag: str | None = Field(default=None, exclude=True)
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "CONTROL_RETRY",
     "CONTROL_SCHEDULE_TO_CLOSE",
     "CONTROL_START_TO_CLOSE",
+    "WORKSPACE_RETRY",
     "agent_start_to_close",
 ]
 
@@ -27,6 +28,15 @@ CONTROL_SCHEDULE_TO_CLOSE = timedelta(minutes=10)
 # run_agent is never retried by Temporal: a retry must be re-routed (maybe to another
 # factory) under a new lease epoch, which only the workflow can decide.
 AGENT_RETRY = RetryPolicy(maximum_attempts=1)
+
+
+# A factory's workspace operations (ship, remove): git's own transient failures (a network
+# blip on fetch or push) are retried a few times; a refusal (`ShipRefused`) never is.
+WORKSPACE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_attempts=3,
+    non_retryable_error_types=["ShipRefused"],
+)
 
 
 def agent_start_to_close(timeout_s: float, grace_s: float) -> timedelta:

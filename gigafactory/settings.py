@@ -68,7 +68,6 @@ class Settings(BaseSettings):
     factory_unhealthy_after_s: float = Field(default=20.0, gt=0)
     lease_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
-    capacity_recheck_s: float = Field(default=15.0, gt=0)
     # Routing reads the fleet (factories, slot tables) for every decision (0), or at most
     # this often: for fleets of thousands of factories (docs/deployment.md).
     routing_snapshot_s: float = Field(default=0.0, ge=0)
@@ -99,6 +98,11 @@ class Settings(BaseSettings):
     forge_command: str | None = None
     # How long a finished job's worktree is kept before `factory cleanup` removes it.
     workspace_retention_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    # SHIP of a job with a repository runs on a factory: how long it may take to pick the
+    # ship up and to push, and how long the API waits for the outcome before answering 202.
+    ship_pickup_timeout_s: float = Field(default=60.0, gt=0)
+    ship_push_timeout_s: float = Field(default=300.0, gt=0)
+    ship_wait_s: float = Field(default=30.0, ge=0)
 
     # Limits.
     max_spec_bytes: int = 256 * 1024

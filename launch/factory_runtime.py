@@ -7,6 +7,7 @@ Temporal only through its own task queue, so it can run on any machine that reac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from activities.reporter import HttpReporter
 from activities.workspace import Workspaces
 from gigafactory.pricing import parse_model_prices
 from gigafactory.settings import Settings
-from launch.workers import factory_worker
+from launch.workers import factory_workers
 
 __all__ = [
     "FactoryRevoked",
@@ -181,7 +182,7 @@ class FactoryRuntime:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (or forever); heartbeat failures other than 401 are retried."""
         stop = stop or asyncio.Event()
-        worker = factory_worker(
+        workers = factory_workers(
             self.client,
             self.factory_id,
             self.slots,
@@ -195,7 +196,12 @@ class FactoryRuntime:
             ",".join(self.labels) or "-",
             self.slots,
         )
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=10) as http, worker:
+        async with contextlib.AsyncExitStack() as running:
+            http = await running.enter_async_context(
+                httpx.AsyncClient(base_url=self.api_url, timeout=10)
+            )
+            for worker in workers:
+                await running.enter_async_context(worker)
             while not stop.is_set():
                 try:
                     await self.heartbeat(http)

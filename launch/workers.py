@@ -10,13 +10,16 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.control import ControlActivities
 from activities.factory import FactoryActivities
-from gigafactory.contracts import factory_task_queue
+from gigafactory.contracts import factory_ops_task_queue, factory_task_queue
 from gigafactory.services import Services
 from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
 from workflows.registry import SANDBOX_PASSTHROUGH, WORKFLOWS
 
-__all__ = ["control_worker", "factory_worker"]
+__all__ = ["control_worker", "factory_workers"]
+
+# Ships and worktree removals a factory runs at once (git on its disk).
+WORKSPACE_OPERATIONS_AT_ONCE = 2
 
 
 def control_worker(
@@ -42,26 +45,34 @@ def control_worker(
     )
 
 
-def factory_worker(
+def factory_workers(
     client: Client,
     factory_id: str,
     slots: int,
     activities: FactoryActivities,
     *,
     cancel_check_s: float = 2.0,
-) -> Worker:
-    """A factory's worker: its own task queue, exactly `slots` concurrent agents (the same
-    slots serve `ship_branch` and `remove_workspace`, which are short).
+) -> list[Worker]:
+    """A factory's two workers: its agents (task queue `factory-<id>`, exactly `slots` at a
+    time) and its workspace operations (`factory-<id>-ops`: ship, remove), which must not
+    wait behind agents for a slot.
 
     Heartbeats reach the server at least every `cancel_check_s` (the SDK otherwise
     throttles them to 80% of the lease timeout), because a cancellation or preemption
     reaches a running activity only with a heartbeat's answer.
     """
-    return Worker(
+    agents = Worker(
         client,
         task_queue=factory_task_queue(factory_id),
-        activities=activities.all(),
+        activities=activities.agent_activities(),
         max_concurrent_activities=slots,
         max_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),
         default_heartbeat_throttle_interval=timedelta(seconds=cancel_check_s),
     )
+    operations = Worker(
+        client,
+        task_queue=factory_ops_task_queue(factory_id),
+        activities=activities.workspace_activities(),
+        max_concurrent_activities=WORKSPACE_OPERATIONS_AT_ONCE,
+    )
+    return [agents, operations]

@@ -4,16 +4,18 @@ sandbox may import once instead of once per run."""
 from workflows.job import JobWorkflow
 from workflows.lock import LockWorkflow
 from workflows.product import ProductControllerWorkflow
+from workflows.ship import ShipWorkflow
 
 __all__ = [
     "JobWorkflow",
     "LockWorkflow",
     "ProductControllerWorkflow",
     "SANDBOX_PASSTHROUGH",
+    "ShipWorkflow",
     "WORKFLOWS",
 ]
 
-WORKFLOWS: list[type] = [JobWorkflow, LockWorkflow, ProductControllerWorkflow]
+WORKFLOWS: list[type] = [JobWorkflow, LockWorkflow, ProductControllerWorkflow, ShipWorkflow]
 
 # The JobWorkflow's modules, imported once per worker instead of once per workflow run: the
 # sandbox re-imports a workflow's modules (and re-runs its class decorators) for every new
@@ -27,4 +29,5 @@ SANDBOX_PASSTHROUGH: tuple[str, ...] = (
     "workflows.job.record",
     "workflows.job.leaf",
     "workflows.job.parent",
+    "workflows.worktrees",
 )

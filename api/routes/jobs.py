@@ -75,10 +75,19 @@ async def get_job(job_id: str, key: CallerDep, services: ServicesDep) -> JobOut:
 
 
 @router.patch("/{job_id}", status_code=202, response_model=JobOut)
-async def change_job(job_id: str, body: JobAction, key: CallerDep, services: ServicesDep) -> JobOut:
-    """`cancel` a job (the workflow stops it wherever it is) or `ship` a succeeded one."""
+async def change_job(
+    job_id: str, body: JobAction, key: CallerDep, services: ServicesDep, response: Response
+) -> JobOut:
+    """`cancel` a job (the workflow stops it wherever it is) or `ship` a succeeded one.
+
+    Shipping a job with a repository pushes its branch from a factory: 200 with the job
+    shipped once the push is done, 202 with the job still succeeded while it is under way,
+    409 with git's reason when the push was refused.
+    """
     if body.action == "ship":
-        return JobOut.of(await services.jobs.ship(key, job_id, body.reason))
+        outcome = await services.shipping.ship(key, job_id, body.reason)
+        response.status_code = 202 if outcome.pending else 200
+        return JobOut.of(outcome.job)
     return JobOut.of(await services.jobs.cancel(key, job_id, body.reason))
 
 

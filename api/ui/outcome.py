@@ -8,8 +8,8 @@ status, so a forged request is refused as loudly as the API refuses it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -28,6 +28,8 @@ from gigafactory.services.errors import (
 )
 
 __all__ = ["REFUSALS", "act", "back", "message_of", "refused", "status_for", "to_page"]
+
+T = TypeVar("T")
 
 # What a service call may refuse with, for the UI to show rather than crash on.
 REFUSALS: Final = (ServiceError, JobSpecError, ValidationError, RuntimeError, OSError)
@@ -93,11 +95,17 @@ def back(ui: UiContext, err: Exception, back_to: str) -> Response:
     return to_page(back_to, error=message_of(err))
 
 
-async def act(ui: UiContext, action: Awaitable[object], *, back_to: str, notice: str) -> Response:
-    """Await a state-changing service call: back on the page with `notice`, or with what
-    the service refused (see `back`)."""
+async def act(
+    ui: UiContext,
+    action: Awaitable[T],
+    *,
+    back_to: str,
+    notice: str | Callable[[T], str],
+) -> Response:
+    """Await a state-changing service call: back on the page with `notice` (or what it
+    makes of the call's result), or with what the service refused (see `back`)."""
     try:
-        await action
+        result = await action
     except REFUSALS as err:
         return back(ui, err, back_to)
-    return to_page(back_to, notice=notice)
+    return to_page(back_to, notice=notice if isinstance(notice, str) else notice(result))

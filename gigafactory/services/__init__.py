@@ -32,6 +32,7 @@ from gigafactory.services.overview import OverviewService
 from gigafactory.services.queue import Queue
 from gigafactory.services.routing import RoutingService
 from gigafactory.services.sessions import SessionService
+from gigafactory.services.shipping import ShippingService
 from gigafactory.services.workflow_ops import WorkflowOps
 from gigafactory.settings import Settings
 from gigafactory.store import open_blobs
@@ -72,6 +73,7 @@ class Services:
     queue: Queue = field(init=False)
     dispatcher: Dispatcher = field(init=False)
     jobs: JobService = field(init=False)
+    shipping: ShippingService = field(init=False)
     tree: JobTreeService = field(init=False)
     routing: RoutingService = field(init=False)
     factories: FactoryService = field(init=False)
@@ -92,6 +94,7 @@ class Services:
         self.workflows = WorkflowOps(temporal, queue)
         self.queue = Queue(store)
         self.jobs = JobService(store, temporal, settings, self.lifecycle, clock)
+        self.shipping = ShippingService(store, temporal, settings, self.lifecycle, self.jobs, clock)
         self.tree = JobTreeService(store, temporal, settings, self.jobs)
         self.routing = RoutingService(
             store,

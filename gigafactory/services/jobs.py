@@ -1,4 +1,4 @@
-"""Jobs: submit, list, read, cancel, ship; their runs, events and logs.
+"""Jobs: submit, list, read, cancel; their runs, events and logs.
 
 A job is two things that must agree: its projection in the store and its JobWorkflow in
 Temporal. Submit writes the projection (and a parent's whole subtree) first, so the
@@ -36,12 +36,11 @@ from gigafactory.models import (
     JobSpec,
     LogChunk,
     Priority,
-    Role,
     Run,
     Stage,
     WaitReason,
 )
-from gigafactory.services.access import require_role, visible_products
+from gigafactory.services.access import visible_products
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
 from gigafactory.services.lifecycle import Lifecycle
@@ -75,7 +74,6 @@ def timing_from(settings: Settings) -> JobTiming:
     return JobTiming(
         lease_heartbeat_timeout_s=settings.lease_heartbeat_timeout_s,
         dispatch_timeout_s=settings.dispatch_timeout_s,
-        capacity_recheck_s=settings.capacity_recheck_s,
         stop_grace_s=settings.stop_grace_s,
         budgets=settings.budgets,
         preemption=settings.preemption,
@@ -362,17 +360,6 @@ class JobService:
             reason=reason or "cancel requested",
         )
         return job
-
-    async def ship(self, key: ApiKey, job_id: str, note: str | None = None) -> Job:
-        """Ship a succeeded job (operators).
-
-        Raises:
-            Forbidden: the key is not an operator.
-            Conflict: the job is not succeeded.
-        """
-        job = await self.get(key, job_id)
-        require_role(key, Role.OPERATOR, "shipping")
-        return await self.lifecycle.ship(job, actor=f"api:{key.id}", note=note, at=self.clock())
 
     # --- factory reports ----------------------------------------------------------------------
     async def assigned(

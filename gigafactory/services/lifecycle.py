@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +21,7 @@ from gigafactory.contracts import (
     FinishRunInput,
     TransitionInput,
 )
-from gigafactory.models import TERMINAL_STAGES, Event, Job, Run, SpendRecord, Stage
+from gigafactory.models import TERMINAL_STAGES, Event, Job, Run, Shipment, SpendRecord, Stage
 from gigafactory.services.errors import Conflict, Fenced
 from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore
@@ -329,60 +328,45 @@ class Lifecycle:
         )
 
     # --- operators ----------------------------------------------------------------------------
-    async def ship(self, job: Job, *, actor: str, note: str | None, at: datetime) -> Job:
-        """succeeded -> shipped (compare-and-set), with its event.
+    async def ship(
+        self,
+        job: Job,
+        *,
+        actor: str,
+        note: str | None,
+        at: datetime,
+        shipment: Shipment | None = None,
+    ) -> Job:
+        """succeeded -> shipped (compare-and-set), with what was pushed and its event.
 
         Raises:
             Conflict: the job is not succeeded (it may have been shipped meanwhile).
         """
-        return await self._operator_transition(
-            job,
-            Stage.SHIPPED,
-            allowed_from=Stage.SUCCEEDED,
-            actor=actor,
-            reason=note or "shipped",
-            stage_reason=note or f"shipped by {actor}",
-            at=at,
-            refused=lambda seen: (
-                f"job {job.id} is {seen.value}; only a succeeded job can be shipped"
-            ),
-        )
-
-    async def _operator_transition(
-        self,
-        job: Job,
-        stage: Stage,
-        *,
-        allowed_from: Stage,
-        actor: str,
-        reason: str,
-        stage_reason: str,
-        at: datetime,
-        refused: Callable[[Stage], str],
-    ) -> Job:
         seen: list[Stage] = []
 
         def mutate(j: Job) -> Job | None:
             seen.append(j.stage)
-            if j.stage != allowed_from:
+            if j.stage != Stage.SUCCEEDED:
                 return None
-            j.stage = stage
-            j.stage_reason = stage_reason
+            j.stage = Stage.SHIPPED
+            j.stage_reason = note or f"shipped by {actor}"
+            j.shipment = shipment
             j.updated_at = at
             return j
 
         moved = await self.store.update_job(job.id, job.product_id, mutate)
-        if seen[-1] != allowed_from:
-            raise Conflict(refused(seen[-1]))
+        if seen[-1] != Stage.SUCCEEDED:
+            raise Conflict(f"job {job.id} is {seen[-1].value}; only a succeeded job can be shipped")
         await self.record_event(
             job.id,
             job.product_id,
             kind="stage",
             actor=actor,
             at=at,
-            stage=stage,
-            from_stage=allowed_from,
-            reason=reason,
-            event_id=f"{job.id}.{stage.value}",
+            stage=Stage.SHIPPED,
+            from_stage=Stage.SUCCEEDED,
+            reason=note or "shipped",
+            event_id=f"{job.id}.{Stage.SHIPPED.value}",
+            data=shipment.model_dump(mode="json", by_alias=True) if shipment else None,
         )
         return moved

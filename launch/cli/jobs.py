@@ -242,8 +242,26 @@ def ship(
     job_id: str,
     note: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Mark a succeeded job shipped (operators)."""
-    _action(ctx, job_id, "ship", note)
+    """Ship a succeeded job (operators): a job with a repository has its branch pushed to
+    the ship remote (or the forge command run) first."""
+    _ship(ctx, job_id, note)
+
+
+@handles_errors
+def _ship(ctx: typer.Context, job_id: str, note: str | None) -> None:
+    with api(ctx) as client:
+        j = client.patch(f"/fleet/jobs/{job_id}", {"action": "ship", "reason": note})
+    shipment = j.get("shipment")
+    if j["stage"] != "shipped":
+        typer.echo(f"ship of job {j['id']} under way (see `gigafactory job {j['id']}`)")
+    elif shipment:
+        url = f" ({shipment['url']})" if shipment.get("url") else ""
+        typer.echo(
+            f"job {j['id']} shipped: {shipment['branch']} at {shipment['commit'][:12]} "
+            f"to {shipment['remote']}{url}"
+        )
+    else:
+        typer.echo(f"job {j['id']} shipped")
 
 
 @handles_errors

@@ -61,10 +61,9 @@ def _control(
     client: Client,
     *,
     shadow_weights: FleetWeights | None = None,
-    capacity_recheck_s: float = 15.0,
 ) -> ControlActivities:
     """The control activities over services with the test's settings and a pinned clock."""
-    settings = Settings(capacity_recheck_s=capacity_recheck_s)
+    settings = Settings()
     services = Services(store, client, settings, shadow_weights=shadow_weights, clock=lambda: NOW)
     return ControlActivities(services)
 

@@ -338,7 +338,7 @@ async def test_ship_needs_operator_and_a_succeeded_job(api: Api) -> None:
     r = await api.http.patch(
         url, json={"action": "ship", "reason": "LGTM"}, headers=api.auth(operator)
     )
-    assert r.status_code == 202, r.text
+    assert r.status_code == 200, r.text  # done: nothing left under way
     assert r.json()["stage"] == "shipped"
     events = (await api.http.get(f"{url}/events", headers=api.admin)).json()["items"]
     shipped = events[-1]

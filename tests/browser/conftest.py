@@ -62,7 +62,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevSt
         budgets=True,
         factory_heartbeat_interval_s=0.5,
         factory_unhealthy_after_s=5,
-        capacity_recheck_s=2,
         log_chunk_interval_s=0.3,
         ui_poll_interval_s=1,
     )

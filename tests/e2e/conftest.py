@@ -38,7 +38,6 @@ def fleet_settings(temporal_address: str, data_dir: Path, **extra: Any) -> Setti
         dispatch_timeout_s=5,
         factory_unhealthy_after_s=4,
         factory_heartbeat_interval_s=0.5,
-        capacity_recheck_s=2,
         stop_grace_s=2,
         log_chunk_interval_s=0.3,
         **extra,

@@ -235,6 +235,17 @@ class Fleet:
             await asyncio.sleep(0.2)
         raise AssertionError(f"job {job_id} not in {wanted} after {timeout}s: {job}")
 
+    async def wait_closed(self, job_id: str, *, timeout: float = 60) -> None:
+        """Until the job's workflow has closed, however it ended (its clean-up done)."""
+        job = await self.job(job_id)
+        handle = self.client.get_workflow_handle(job["workflowId"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await handle.describe()).close_time is not None:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"job {job_id}'s workflow still open after {timeout}s")
+
     async def wait_for_progress(
         self, job_id: str, *, min_elapsed_s: float, timeout: float = 30
     ) -> None:
@@ -305,3 +316,22 @@ class ApiServer:
         self.server.should_exit = True
         if self.task is not None:
             await self.task
+
+
+async def cli(fleet: Fleet, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `gigafactory ARGS` as a user would, against the fleet's API."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLEET_API_URL": fleet.api_url,
+        "FLEET_API_KEY": key or fleet.admin_key,
+        "FLEET_DATA_DIR": str(fleet.settings.data_dir),
+    }
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "launch.cli.main", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, Fleet, unique_label
+from tests.e2e.harness import Fleet, cli, unique_label
 
 pytestmark = pytest.mark.temporal
-
-
-async def cli(fleet: Fleet, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `gigafactory ARGS` as a user would, against the session's API."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FLEET_API_URL": fleet.api_url,
-        "FLEET_API_KEY": key or fleet.admin_key,
-        "FLEET_DATA_DIR": str(fleet.settings.data_dir),
-    }
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "launch.cli.main", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_submit_follow_and_inspect_a_job(fleet: Fleet, tmp_path: Path) -> None:

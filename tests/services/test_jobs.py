@@ -34,11 +34,11 @@ async def test_shipping_needs_an_operator_and_cancelling_a_finished_job_conflict
 ) -> None:
     await services.store.create_job(make_job("j1", stage="succeeded"))
     with pytest.raises(Forbidden, match="shipping needs the operator role"):
-        await services.jobs.ship(key(Role.SUBMITTER, ["acme"]), "j1")
+        await services.shipping.ship(key(Role.SUBMITTER, ["acme"]), "j1")
     with pytest.raises(Conflict, match="already succeeded"):
         await services.jobs.cancel(key(Role.SUBMITTER, ["acme"]), "j1")
-    shipped = await services.jobs.ship(key(Role.OPERATOR, ["acme"]), "j1", "go")
-    assert shipped.stage.value == "shipped"
+    shipped = await services.shipping.ship(key(Role.OPERATOR, ["acme"]), "j1", "go")
+    assert (shipped.job.stage.value, shipped.pending) == ("shipped", False)
 
 
 async def test_submit_writes_the_whole_dag_and_starts_only_the_parent(services: Services) -> None:

@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from gigafactory.policies import AGENT_RETRY, agent_start_to_close
 
 from workflows.job.record import JobRecord, call_local, despite_cancel
+from workflows.worktrees import remove_worktree
 
 __all__ = ["LeafStep"]
 
@@ -115,6 +116,19 @@ class LeafStep:
             await despite_cancel(lambda: self._release_lock(lock))
         if self.budget_asked:
             await despite_cancel(self._budget_done)
+
+    async def remove_worktrees(self) -> None:
+        """A cancelled job with a repository: its worktrees go from every factory it ran on
+        (its branch stays on the work remote where a stopped run pushed it)."""
+        rec = self.record
+        repo = rec.inp.spec.repo
+        if repo:
+            await asyncio.gather(
+                *(
+                    remove_worktree(f, rec.job_id, rec.product_id, repo)
+                    for f in rec.worktree_factories
+                )
+            )
 
     # --- attempts -----------------------------------------------------------------------------
     async def _attempts(self) -> None:
@@ -212,6 +226,8 @@ class LeafStep:
         async with rec.lock:
             rec.epoch = epoch
             rec.factory_id = factory_id
+            if spec.repo and factory_id not in rec.worktree_factories:
+                rec.worktree_factories.append(factory_id)
             rec.show(Stage.DISPATCHED, None, f"dispatched to {factory_id}")
 
         grace_s = timing.stop_grace_s if route.stop_grace_s is None else route.stop_grace_s

@@ -86,6 +86,8 @@ class JobRecord:
     factory_id: str | None = None
     cost_usd: float = 0.0
     exit_code: int | None = None
+    # Factories an attempt of a job with a repository ran on (each may hold its worktree).
+    worktree_factories: list[str] = field(default_factory=list)
     # Signals that the main coroutine waits for.
     grant: SlotGrant | None = None
     awaiting_grant: bool = False

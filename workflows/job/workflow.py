@@ -121,6 +121,7 @@ class JobWorkflow:
             await despite_cancel(lambda: self.parent.cancel_unstarted("parent cancelled"))
             if rec.stage != Stage.CANCELLED:  # an attempt may have recorded it already
                 await despite_cancel(lambda: rec.transition(Stage.CANCELLED, reason="cancelled"))
+            await despite_cancel(self.leaf.remove_worktrees)
             raise
         finally:
             await self.leaf.clean_up()

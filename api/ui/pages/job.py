@@ -91,8 +91,13 @@ async def ship(
     note: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """Ship a succeeded job (operators)."""
-    shipping = services.jobs.ship(ui.key, job_id, note.strip() or None)
-    return await act(ui, shipping, back_to=_here(job_id), notice="shipped")
+    shipping = services.shipping.ship(ui.key, job_id, note.strip() or None)
+    return await act(
+        ui,
+        shipping,
+        back_to=_here(job_id),
+        notice=lambda done: "ship under way" if done.pending else "shipped",
+    )
 
 
 @router.get("/artifacts/{artifact_id}")
