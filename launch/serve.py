@@ -3,7 +3,7 @@
 Each runs against any Temporal (the dev server, a self-hosted cluster, Temporal Cloud with
 TLS or an API key: `gigafactory.temporal_client`) and either store, until SIGINT or
 SIGTERM. Any number of each may run at once: they coordinate only through Temporal and the
-store (decision 0014).
+store (decision 0015).
 """
 
 from __future__ import annotations

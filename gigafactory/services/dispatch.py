@@ -9,7 +9,7 @@
   the entry out of the queue (compare-and-set: of several dispatchers racing for a job,
   one wins), opens the job's lease (projection, run and event) and signals `slot_granted`
   to the job's workflow, which has been waiting with no timer at all: waiting costs a job
-  no history, however long the queue (decision 0014).
+  no history, however long the queue (decision 0015).
 - `reconcile` (every control process, every `FLEET_RECONCILE_S`): fills factories whose
   free slots a lost hand-off left idle, re-signals grants a crash may have swallowed, tries
   preemption again for queued jobs of a preempting priority, reaps slots held by jobs that

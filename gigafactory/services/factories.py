@@ -226,7 +226,7 @@ class FactoryService:
     # --- a factory's own reports --------------------------------------------------------------
     async def heartbeat(self, factory: Factory, beat: Beat) -> FactoryState:
         """A factory reports its engines, labels, slots and health; capacity that appears
-        (healthy again, more slots, a new engine) wakes waiting jobs."""
+        (healthy again, more slots, a new engine) is handed to queued jobs."""
         _check_engines(beat.engines)
         now = self.clock()
         before: list[Factory] = []
@@ -308,7 +308,7 @@ class FactoryService:
         return await self.state_of(updated)
 
     async def uncordon(self, key: ApiKey, factory_id: str) -> FactoryState:
-        """Route jobs to the factory again, and wake jobs waiting for capacity."""
+        """Route jobs to the factory again, and hand its free slots to queued jobs."""
         updated = await self._set_status(key, factory_id, FactoryStatus.ACTIVE)
         logger.info("factory %s uncordoned by api:%s", factory_id, key.id)
         await self._fill(factory_id, "uncordoned")

@@ -5,7 +5,7 @@ engine, capabilities, preferred labels, previous factory and priority, so the pa
 routing (`routing.score`) differs between them only by how long they waited. A lane's
 longest-waiting entry (its head) is therefore its best job on every factory, and the best
 waiting job for a freed slot is found among the heads of the lanes that factory can serve,
-one store query each, however long the queue (docs/decisions/0014-slot-hand-off.md).
+one store query each, however long the queue (docs/decisions/0015-slot-hand-off.md).
 """
 
 from __future__ import annotations
