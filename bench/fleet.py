@@ -14,6 +14,7 @@ as the run went on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import statistics
@@ -175,18 +176,27 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
     for u in usage:
         u.begin()
     gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as http:
+    urls = stack.api_urls or [stack.api_url]
+    async with contextlib.AsyncExitStack() as clients:
+        # Submits go to the API processes in turn.
+        apis = [
+            await clients.enter_async_context(
+                httpx.AsyncClient(base_url=url, headers=headers, timeout=120)
+            )
+            for url in urls
+        ]
+        http = apis[0]
 
-        async def submit() -> None:
+        async def submit(n: int) -> None:
             async with gate:
                 at = datetime.now(UTC)
-                r = await http.post("/fleet/jobs", json=body)
+                r = await apis[n % len(apis)].post("/fleet/jobs", json=body)
                 r.raise_for_status()
                 submitted[r.json()["id"]] = at
                 workflow_ids.append(r.json()["workflowId"])
 
         first = datetime.now(UTC)
-        await asyncio.gather(*(submit() for _ in range(jobs)))
+        await asyncio.gather(*(submit(n) for n in range(jobs)))
         # Wait on the workflows themselves, as the baseline does (a bounded number of result
         # polls at once), so the measurement does not load the API it measures.
         finished = 0
@@ -234,7 +244,7 @@ async def bench_fleet(stack: DevStack, jobs: int, duration_s: float) -> SideResu
         datetime.fromisoformat(j["finishedAt"].replace("Z", "+00:00")) for j in final.values()
     )
     events, longest = await _histories(stack.client, workflow_ids)
-    control = [u for u in usage if u.name == "api" or u.name.startswith("control-")]
+    control = [u for u in usage if u.name.startswith(("api", "control-"))]
     cpu = sum(u.cpu_s for u in control) if usage else time.process_time() - own_cpu
     return SideResult(
         name="gigafactory",
@@ -336,6 +346,7 @@ async def run_bench(
     slots: int = 2,
     duration_s: float = 0.0,
     control_processes: int = 1,
+    api_processes: int = 1,
     in_process: bool = False,
 ) -> BenchReport:
     """Start a fresh stack (no UI) in a temporary data dir and measure both sides."""
@@ -350,6 +361,7 @@ async def run_bench(
             ui=False,
             in_process=in_process,
             control_processes=control_processes,
+            api_processes=api_processes,
         )
         async with stack:
             assert stack.client is not None

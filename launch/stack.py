@@ -97,6 +97,8 @@ class DevStack:
         ui: Start the Temporal UI with the dev server.
         in_process: Run the control plane, the API and the factories in this process.
         control_processes: How many `serve control` processes (not in process).
+        api_processes: How many `serve api` processes (not in process): the first on the
+            API port, the others on free ports; local factories report to them in turn.
     """
 
     settings: Settings
@@ -105,11 +107,13 @@ class DevStack:
     ui: bool = True
     in_process: bool = False
     control_processes: int = 1
+    api_processes: int = 1
     admin_key: str = ""
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
+    api_urls: list[str] = field(default_factory=list)
     _control: ControlPlane | None = None
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
@@ -178,10 +182,16 @@ class DevStack:
             await asyncio.sleep(0.05)
 
     async def _start_processes(self) -> None:
+        s = self.settings
         for n in range(self.control_processes):
             self._spawn(f"control-{n + 1}", ["serve", "control"])
-        self._spawn("api", ["serve", "api"])
-        await self._wait_api()
+        for n in range(self.api_processes):
+            port = s.api_port if n == 0 else free_port(s.api_host)
+            name = "api" if self.api_processes == 1 else f"api-{n + 1}"
+            self._spawn(name, ["serve", "api"], {"FLEET_API_PORT": str(port)})
+            self.api_urls.append(f"http://{s.api_host}:{port}")
+        for url in self.api_urls:
+            await self._wait_api(url)
 
     def _spawn(
         self, name: str, command: Sequence[str], extra_env: dict[str, str] | None = None
@@ -200,10 +210,10 @@ class DevStack:
         self.processes.append(process)
         return process
 
-    async def _wait_api(self, timeout_s: float = 60.0) -> None:
+    async def _wait_api(self, url: str, timeout_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        async with httpx.AsyncClient(base_url=self.api_url, timeout=5) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
             while True:
                 for process in self.processes:
                     if not process.running():
@@ -215,7 +225,7 @@ class DevStack:
                     if (await http.get("/healthz")).status_code == 200:
                         return
                 if loop.time() > deadline:
-                    raise TimeoutError(f"the API did not answer at {self.api_url} in {timeout_s}s")
+                    raise TimeoutError(f"the API did not answer at {url} in {timeout_s}s")
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
@@ -234,6 +244,7 @@ class DevStack:
         for process in order:
             await asyncio.to_thread(process.stop)
         self.processes = []
+        self.api_urls = []
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
@@ -279,7 +290,14 @@ class DevStack:
                 command += ["--engines", ",".join(spec.engines)]
             if spec.labels:
                 command += ["--labels", ",".join(spec.labels)]
-            process = self._spawn(f"factory-{spec.id}", command, {"FLEET_FACTORY_TOKEN": token})
+            # Factories report to the API processes in turn.
+            started = sum(1 for p in self.processes if p.name.startswith("factory-"))
+            api_url = self.api_urls[started % len(self.api_urls)]
+            process = self._spawn(
+                f"factory-{spec.id}",
+                command,
+                {"FLEET_FACTORY_TOKEN": token, "FLEET_API_URL": api_url},
+            )
             await self._wait_healthy(spec.id, process)
             return process
         runtime = FactoryRuntime(

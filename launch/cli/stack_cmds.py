@@ -51,6 +51,10 @@ def dev(
     control_processes: Annotated[
         int, typer.Option(min=1, help="How many `serve control` processes.")
     ] = 1,
+    api_processes: Annotated[
+        int,
+        typer.Option(min=1, help="How many `serve api` processes (factories use each in turn)."),
+    ] = 1,
     in_process: Annotated[
         bool,
         typer.Option("--in-process", help="Control plane, API and factories in this process."),
@@ -85,6 +89,7 @@ def dev(
             factories=local,
             in_process=in_process,
             control_processes=control_processes,
+            api_processes=api_processes,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -168,6 +173,9 @@ def bench(
     control_processes: Annotated[
         int, typer.Option(min=1, help="The control plane in N `serve control` processes.")
     ] = 1,
+    api_processes: Annotated[
+        int, typer.Option(min=1, help="The API in N `serve api` processes.")
+    ] = 1,
     in_process: Annotated[
         bool, typer.Option("--in-process", help="The whole fleet in this one process.")
     ] = False,
@@ -227,6 +235,7 @@ def bench(
             slots=slots,
             duration_s=duration,
             control_processes=control_processes,
+            api_processes=api_processes,
             in_process=in_process,
         )
     )
