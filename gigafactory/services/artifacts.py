@@ -113,7 +113,13 @@ class ArtifactService:
             raise job_not_found(job_id)
         if epoch is not None:
             job = await self.jobs.lifecycle.check_report(
-                job.id, job.product_id, epoch, actor=caller.actor, what="artifact", at=self.clock()
+                job.id,
+                job.product_id,
+                epoch,
+                actor=caller.actor,
+                what="artifact",
+                at=self.clock(),
+                seen=job,
             )
         return job
 

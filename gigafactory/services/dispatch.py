@@ -257,7 +257,8 @@ class Dispatcher:
         heads = await self.queue.heads(view) if free > 0 else []
         while free > 0 and heads:
             requests = [entry_request(h) for h in heads]
-            view = factory_view(factory, await self.store.get_slots(factory_id), "")
+            if result.granted:  # the table changed with the last hand-off: its load too
+                view = factory_view(factory, await self.store.get_slots(factory_id), "")
             ranked = rank_jobs(requests, view, self.routing.context(now), self.routing.defaults)
             if not ranked:
                 break

@@ -375,7 +375,13 @@ class JobService:
         """
         job = await self.find(job_id, product_id)
         job = await self.lifecycle.check_report(
-            job.id, job.product_id, epoch, actor=f"factory:{factory_id}", what=what, at=self.clock()
+            job.id,
+            job.product_id,
+            epoch,
+            actor=f"factory:{factory_id}",
+            what=what,
+            at=self.clock(),
+            seen=job,
         )
         if job.factory_id != factory_id or job.lease_epoch != epoch:
             raise Forbidden(
@@ -393,7 +399,7 @@ class JobService:
         if job.stage != Stage.DISPATCHED:
             return job
         now = self.clock()
-        await self.lifecycle.transition(
+        moved = await self.lifecycle.transition(
             TransitionInput(
                 job_id=job.id,
                 product_id=job.product_id,
@@ -404,9 +410,11 @@ class JobService:
                 actor=f"factory:{factory_id}",
                 epoch=epoch,
                 factory_id=factory_id,
-            )
+            ),
+            seen=job,
         )
-        return await self.find(job.id, job.product_id)
+        assert moved is not None
+        return moved
 
     async def append_log(
         self,

@@ -116,8 +116,9 @@ class Lifecycle:
             await self.store.delete_job(job.id, job.product_id)
 
     # --- transitions from the job's workflow --------------------------------------------------
-    async def transition(self, inp: TransitionInput) -> None:
-        """Move the projection to `inp.stage` (if given) and append the event."""
+    async def transition(self, inp: TransitionInput, *, seen: Job | None = None) -> Job | None:
+        """Move the projection to `inp.stage` (if given) and append the event; returns the
+        moved projection (None when no stage was given). `seen`: the job as just read."""
         previous: list[Stage] = []
 
         def mutate(job: Job) -> Job:
@@ -142,8 +143,9 @@ class Lifecycle:
                 job.exit_code = inp.exit_code
             return job
 
+        moved = None
         if inp.stage is not None:
-            await self.store.update_job(inp.job_id, inp.product_id, mutate)
+            moved = await self.store.update_job(inp.job_id, inp.product_id, mutate, seen=seen)
         await self.record_event(
             inp.job_id,
             inp.product_id,
@@ -157,6 +159,7 @@ class Lifecycle:
             data=inp.data,
             event_id=inp.event_id,
         )
+        return moved
 
     async def transition_if_changed(self, inp: TransitionInput) -> bool:
         """`transition`, unless the job is already in that stage for that reason (a job
@@ -168,7 +171,7 @@ class Lifecycle:
             inp.reason,
         ):
             return False
-        await self.transition(inp)
+        await self.transition(inp, seen=job)
         return True
 
     async def begin_attempt(self, inp: BeginAttemptInput) -> bool:
@@ -289,15 +292,23 @@ class Lifecycle:
 
     # --- reports from factories ---------------------------------------------------------------
     async def check_report(
-        self, job_id: str, product_id: str, epoch: int, *, actor: str, what: str, at: datetime
+        self,
+        job_id: str,
+        product_id: str,
+        epoch: int,
+        *,
+        actor: str,
+        what: str,
+        at: datetime,
+        seen: Job | None = None,
     ) -> Job:
-        """Accept a report from lease `epoch`, or fence it.
+        """Accept a report from lease `epoch`, or fence it (`seen`: the job as just read).
 
         Raises:
             Fenced: `epoch` is older than the job's; a `fenced` event naming `actor` and
                 `what` was recorded and the job's `fencedReports` counter incremented.
         """
-        job = await self.store.get_job(job_id, product_id)
+        job = seen if seen is not None else await self.store.get_job(job_id, product_id)
         current = job.lease_epoch
         if epoch >= current:
             return job

@@ -180,11 +180,21 @@ class FleetStore:
         parse: Callable[[Mapping[str, Any]], M],
         dump: Callable[[M], dict[str, Any]],
         mutate: Callable[[M], M | None],
+        *,
+        seen: tuple[M, str] | None = None,
     ) -> M:
-        """Read, mutate a copy, replace by etag; retry while someone else wrote first."""
+        """Read, mutate a copy, replace by etag; retry while someone else wrote first.
+
+        `seen`: the document as the caller just read it, with its etag, to try first
+        without reading it again (a stale copy only costs one failed replace).
+        """
         for attempt in range(CAS_ATTEMPTS):
-            doc = await self.backend.read(container, product_id, doc_id)
-            current = parse(doc)
+            if seen is not None:
+                current, etag = seen
+                seen = None
+            else:
+                doc = await self.backend.read(container, product_id, doc_id)
+                current, etag = parse(doc), etag_of(doc)
             new = mutate(current.model_copy(deep=True))
             if new is None:
                 return current
@@ -192,7 +202,7 @@ class FleetStore:
             if new_doc.get("id") != doc_id or new_doc.get("productId") != product_id:
                 raise ValueError(f"{container}/{doc_id}: mutate must not change id or productId")
             try:
-                return parse(await self.backend.replace(container, new_doc, etag=etag_of(doc)))
+                return parse(await self.backend.replace(container, new_doc, etag=etag))
             except PreconditionFailed:
                 await _backoff(attempt)
         raise PreconditionFailed(
@@ -259,10 +269,19 @@ class FleetStore:
         return JobPage([_job_from(doc) for doc in page.items], page.continuation)
 
     async def update_job(
-        self, job_id: str, product_id: str, mutate: Callable[[Job], Job | None]
+        self,
+        job_id: str,
+        product_id: str,
+        mutate: Callable[[Job], Job | None],
+        *,
+        seen: Job | None = None,
     ) -> Job:
-        """Read-mutate-compare-and-set until it sticks; `mutate` may return None to skip."""
-        return await self._update("jobs", product_id, job_id, _job_from, _job_doc, mutate)
+        """Read-mutate-compare-and-set until it sticks; `mutate` may return None to skip.
+        `seen`: the job as just read (with its etag), tried first without a second read."""
+        first = (seen, seen.etag) if seen is not None and seen.etag else None
+        return await self._update(
+            "jobs", product_id, job_id, _job_from, _job_doc, mutate, seen=first
+        )
 
     async def delete_job(self, job_id: str, product_id: str) -> None:
         """Remove a job projection (used to undo a submit whose workflow did not start)."""

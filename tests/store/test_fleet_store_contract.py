@@ -136,6 +136,26 @@ async def test_update_job_cas(store: FleetStore):
         await store.update_job("nope", "acme", bump)
 
 
+async def test_update_from_a_copy_just_read_saves_the_read_and_survives_staleness(
+    store: FleetStore,
+):
+    await store.create_job(make_job("j1"))
+    seen = await store.get_job("j1", "acme")
+
+    def bump(job):
+        job.attempts += 1
+        return job
+
+    # Fresh: applied to the copy as read.
+    fresh = await store.update_job("j1", "acme", bump, seen=seen)
+    assert fresh.attempts == 1
+    # Stale (someone wrote since `seen` was read): the replace fails, the job is read again
+    # and the other write is kept.
+    stale = await store.update_job("j1", "acme", bump, seen=seen)
+    assert stale.attempts == 2
+    assert (await store.get_job("j1", "acme")).attempts == 2
+
+
 async def test_stale_job_write_conflicts(store: FleetStore):
     created = await store.create_job(make_job("j1"))
     await store.update_job("j1", "acme", lambda job: job.model_copy(update={"attempts": 1}))
