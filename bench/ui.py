@@ -39,7 +39,7 @@ from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
 
-__all__ = ["UiBenchReport", "render_ui_report", "run_ui_bench"]
+__all__ = ["CHROMIUM_ARGS", "UiBenchReport", "render_ui_report", "run_ui_bench"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ JOBS = 50
 FINISHED = 30
 RUNNING = 4  # two factories of two slots
 PAGES = 5
-_CHROMIUM_ARGS = [
+# Headless Debian chromium with no outbound traffic of its own (the browser tests use these).
+CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -178,7 +179,7 @@ async def _open_pages(api_url: str, admin_key: str, report: UiBenchReport) -> As
         raise RuntimeError("bench --ui needs Debian's chromium: make browser")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=_CHROMIUM_ARGS
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
         )
         try:
             context = await browser.new_context()

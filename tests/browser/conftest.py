@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.ui import CHROMIUM_ARGS
 from gigafactory.settings import Settings
 from launch.devserver import free_port
 from launch.stack import DevStack, LocalFactory
@@ -24,15 +25,6 @@ __all__ = ["CHROMIUM_ARGS", "SCREENSHOTS", "chromium_path"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO_ROOT / "docs" / "ui"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 FACTORIES = (
     LocalFactory(id="factory-a", engines=("sim",), labels=("linux",), slots=2),
     LocalFactory(id="factory-b", engines=("sim", "shell"), labels=("linux", "gpu"), slots=2),

@@ -27,6 +27,7 @@ from gigafactory.security import mint
 from gigafactory.settings import Settings
 from gigafactory.store import FleetStore, open_store
 from launch.devserver import TemporalDevServer
+from tests.support.projections import set_job
 
 pytestmark = pytest.mark.temporal
 
@@ -102,14 +103,7 @@ class UiApp:
         return job
 
     async def set_job(self, job_id: str, **changes: Any) -> Job:
-        job = await self.store.get_job(job_id)
-
-        def mutate(j: Job) -> Job:
-            for name, value in changes.items():
-                setattr(j, name, value)
-            return j
-
-        return await self.store.update_job(job_id, job.product_id, mutate)
+        return await set_job(self.store, job_id, **changes)
 
 
 def ui_settings(tmp_path: Path, temporal_address: str, admin_key: str, **extra: Any) -> Settings:
