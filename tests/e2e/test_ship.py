@@ -171,3 +171,24 @@ async def test_a_cancelled_jobs_worktree_is_removed(fleet: Fleet, tmp_path: Path
     await fleet.wait_for(job["id"], ["cancelled"], timeout=60)
     await fleet.wait_closed(job["id"], timeout=60)
     assert not worktree.exists()
+
+
+async def test_a_repository_that_cannot_be_reached_fails_the_job_with_the_reason(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    label = unique_label()
+    factory = await fleet.start_factory(engines=["shell"], labels=[label])
+    missing = tmp_path / "nowhere"
+    job = await fleet.submit(
+        {
+            "engine": "shell",
+            "prompt": "touch should-not-run",
+            "productId": "ship",
+            "capabilities": [label],
+            "repo": str(missing),
+        }
+    )
+    failed = await fleet.wait_for(job["id"], ["failed"], timeout=60)
+    assert f"repository {missing} cannot be reached" in failed["stageReason"], failed
+    worktree = factory_workspaces(fleet.settings, factory.id).worktree_for("ship", job["id"])
+    assert not worktree.exists()
