@@ -126,11 +126,20 @@ def since(start: datetime, end_iso: str | None) -> float | None:
     return (datetime.fromisoformat(end_iso.replace("Z", "+00:00")) - start).total_seconds()
 
 
+def history_sample(workflow_ids: list[str], size: int = _HISTORY_SAMPLE) -> list[str]:
+    """`size` workflows spread evenly over the run, the first and the last included: the
+    early ones placed at once, the late ones that waited longest in the queue."""
+    if len(workflow_ids) <= size:
+        return list(workflow_ids)
+    step = (len(workflow_ids) - 1) / (size - 1)
+    return [workflow_ids[round(i * step)] for i in range(size)]
+
+
 async def _histories(client: Client, workflow_ids: list[str]) -> tuple[float, float]:
     """Mean history events and the longest workflow task over a sample of workflows."""
     counts: list[int] = []
     longest = 0.0
-    for workflow_id in workflow_ids[:_HISTORY_SAMPLE]:
+    for workflow_id in history_sample(workflow_ids):
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         counts.append(len(history.events))
         started: dict[int, datetime] = {}

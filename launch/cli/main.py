@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,6 +51,10 @@ app.add_typer(serve_app, name="serve")
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C (KeyboardInterrupt), so a command that started processes
+    # (bench, demo) stops them on its way out; long-running commands (dev, serve, factory
+    # run) install their own handlers on their event loop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     app()
 
 
