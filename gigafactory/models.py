@@ -18,6 +18,7 @@ from gigafactory.durations import parse_duration
 __all__ = [
     "ApiKey",
     "Artifact",
+    "AuditEvent",
     "CamelModel",
     "ChildSpec",
     "CostSource",
@@ -574,3 +575,20 @@ class EnrollmentToken(CamelModel):
     used_by_factory: str | None = None
     created_by: str
     etag: str | None = Field(default=None, exclude=True)
+
+
+class AuditEvent(CamelModel):
+    """One operator or admin action (or attempt): who did what to which target, when, and
+    how it ended. Stored in the partition of the product it concerns, or `_fleet` for
+    fleet-wide actions (factories, keys)."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    at: datetime
+    actor: str  # "api:<keyId>", "factory:<id>", "enrollment:<tokenId>"
+    role: str  # the actor's role: submitter, operator, admin, factory or enrollment
+    action: str  # "job.cancel", "factory.revoke", "key.create", ...
+    target: str  # "job:<id>", "factory:<id>", "key:<id>", "product:<id>", "fleet"
+    outcome: str  # "ok", or the refusal's code: "forbidden", "not_found", "conflict", ...
+    reason: str | None = None  # the caller's reason, or why it was refused
+    data: dict[str, Any] = Field(default_factory=dict)

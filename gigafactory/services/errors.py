@@ -13,6 +13,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFoundError",
+    "RateLimited",
     "ServiceError",
     "TooLarge",
     "Unauthorized",
@@ -85,3 +86,13 @@ class Unavailable(ServiceError):
     """A dependency (Temporal, the store) cannot be reached now; try again."""
 
     code = "unavailable"
+
+
+class RateLimited(ServiceError):
+    """The caller sent more requests of a kind than its rate limit allows; retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -41,9 +41,12 @@ from gigafactory.models import (
     WaitReason,
 )
 from gigafactory.services.access import require_role, visible_products
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
 from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.limits import check_log_chunk, check_page_size
+from gigafactory.services.rate_limits import RateLimits
 from gigafactory.services.specs import Submission, build_spec
 from gigafactory.settings import Settings
 from gigafactory.store.backend import NotFound, StoreError
@@ -87,6 +90,8 @@ class JobService:
     settings: Settings
     lifecycle: Lifecycle
     clock: Clock
+    audit: AuditLog
+    rates: RateLimits
     # Products this process has recorded as existing (recording is idempotent; this only
     # saves the write on every submit).
     _known_products: set[str] = field(default_factory=set)
@@ -122,6 +127,7 @@ class JobService:
         Raises:
             InvalidInput: the continuation token is not one this listing returned.
         """
+        check_page_size(self.settings, limit)
         products = visible_products(key, product_id)
         if products == []:
             return JobPage([], None)  # as for a product without jobs: nothing to leak
@@ -152,6 +158,7 @@ class JobService:
         self, key: ApiKey, job_id: str, *, limit: int = 500, continuation: str | None = None
     ) -> tuple[list[Event], str | None]:
         """A job's events oldest first: transitions, routing decisions, fenced reports."""
+        check_page_size(self.settings, limit)
         job = await self.get(key, job_id)
         return await self.store.list_events(
             job.id, job.product_id, limit=limit, continuation=continuation
@@ -167,6 +174,7 @@ class JobService:
         limit: int = 1000,
     ) -> list[LogChunk]:
         """A job's log chunks (of one lease `epoch`, or all), after `after_seq`."""
+        check_page_size(self.settings, limit)
         job = await self.get(key, job_id)
         return await self.store.read_log(
             job.id, job.product_id, epoch=epoch, after_seq=after_seq, limit=limit
@@ -174,7 +182,12 @@ class JobService:
 
     # --- submit -------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, submission: Submission) -> Job:
-        """Validate a submission and create the job (see `create`)."""
+        """Validate a submission and create the job (see `create`).
+
+        Raises:
+            RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
+        """
+        self.rates.submits.take(f"api:{key.id}")
         spec = build_spec(submission, key, self.settings)
         return await self.create(spec, submitted_by=f"api:{key.id}")
 
@@ -317,25 +330,27 @@ class JobService:
         Raises:
             Conflict: the job, or its workflow, has already finished.
         """
-        job = await self.get(key, job_id)
-        if job.stage in TERMINAL_STAGES:
-            raise Conflict(f"job {job_id} is already {job.stage.value}; nothing to cancel")
-        try:
-            await self.temporal.get_workflow_handle(job.workflow_id).cancel()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise Conflict(
-                    f"job {job_id}'s workflow has already finished; nothing to cancel"
-                ) from None
-            raise
-        await self.lifecycle.record_event(
-            job.id,
-            job.product_id,
-            kind="cancel_requested",
-            actor=f"api:{key.id}",
-            at=self.clock(),
-            reason=reason or "cancel requested",
-        )
+        async with self.audit.action(key, "job.cancel", f"job:{job_id}", reason=reason) as entry:
+            job = await self.get(key, job_id)
+            entry.product_id = job.product_id
+            if job.stage in TERMINAL_STAGES:
+                raise Conflict(f"job {job_id} is already {job.stage.value}; nothing to cancel")
+            try:
+                await self.temporal.get_workflow_handle(job.workflow_id).cancel()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    raise Conflict(
+                        f"job {job_id}'s workflow has already finished; nothing to cancel"
+                    ) from None
+                raise
+            await self.lifecycle.record_event(
+                job.id,
+                job.product_id,
+                kind="cancel_requested",
+                actor=f"api:{key.id}",
+                at=self.clock(),
+                reason=reason or "cancel requested",
+            )
         return job
 
     async def ship(self, key: ApiKey, job_id: str, note: str | None = None) -> Job:
@@ -345,9 +360,11 @@ class JobService:
             Forbidden: the key is not an operator.
             Conflict: the job is not succeeded.
         """
-        job = await self.get(key, job_id)
-        require_role(key, Role.OPERATOR, "shipping")
-        return await self.lifecycle.ship(job, actor=f"api:{key.id}", note=note, at=self.clock())
+        async with self.audit.action(key, "job.ship", f"job:{job_id}", reason=note) as entry:
+            require_role(key, Role.OPERATOR, "shipping")
+            job = await self.get(key, job_id)
+            entry.product_id = job.product_id
+            return await self.lifecycle.ship(job, actor=f"api:{key.id}", note=note, at=self.clock())
 
     # --- factory reports ----------------------------------------------------------------------
     async def assigned(
@@ -360,7 +377,9 @@ class JobService:
             NotFoundError: no such job.
             Fenced: `epoch` is stale (recorded as a fenced report).
             Forbidden: the current lease is held by another factory or epoch.
+            RateLimited: the factory reported more than FLEET_RATE_REPORT_* allows.
         """
+        self.rates.reports.take(f"factory:{factory_id}")
         job = await self.find(job_id, product_id)
         job = await self.lifecycle.check_report(
             job.id, job.product_id, epoch, actor=f"factory:{factory_id}", what=what, at=self.clock()
@@ -407,6 +426,7 @@ class JobService:
         text: str,
     ) -> Job:
         """A factory streams a log chunk of the attempt (lease `epoch`) it runs."""
+        check_log_chunk(self.settings, text)
         job = await self.assigned(factory_id, job_id, product_id, epoch, what="log")
         await self.store.append_log(
             LogChunk(

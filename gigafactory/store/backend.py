@@ -43,6 +43,7 @@ CONTAINERS: tuple[str, ...] = (
     "decisions",
     "queue",
     "lanes",
+    "audit",
 )
 
 

@@ -120,6 +120,11 @@ MIGRATIONS: dict[int, list[str]] = {
         f"CREATE INDEX queue_lane ON {_table('queue')} ({_expr('lane')}, {_expr('waitingSince')})",
         f"CREATE INDEX queue_job ON {_table('queue')} ({_expr('jobId')})",
     ],
+    # The audit log of operator and admin actions, newest first across products.
+    5: [
+        _create_table("audit"),
+        f"CREATE INDEX audit_at ON {_table('audit')} ({_expr('at')})",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

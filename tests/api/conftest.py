@@ -106,7 +106,9 @@ class Api:
         return await self.store.update_job(job_id, job.product_id, mutate)
 
 
-def make_settings(tmp_path: Path, server: TemporalDevServer, admin_key: str) -> Settings:
+def make_settings(
+    tmp_path: Path, server: TemporalDevServer, admin_key: str, **overrides: Any
+) -> Settings:
     return Settings(
         data_dir=tmp_path,
         temporal_address=server.address,
@@ -115,6 +117,7 @@ def make_settings(tmp_path: Path, server: TemporalDevServer, admin_key: str) -> 
         control_task_queue=f"fleet-control-api-{uuid.uuid4().hex[:8]}",
         max_spec_bytes=MAX_SPEC_BYTES,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
+        **overrides,
     )
 
 
@@ -127,12 +130,18 @@ async def store(tmp_path: Path) -> AsyncIterator[FleetStore]:
         await store.close()
 
 
-@pytest.fixture
-async def api(
-    tmp_path: Path, temporal_server: TemporalDevServer, client: Client, store: FleetStore
+@contextlib.asynccontextmanager
+async def running_api(
+    tmp_path: Path,
+    server: TemporalDevServer,
+    client: Client,
+    store: FleetStore,
+    **overrides: Any,
 ) -> AsyncIterator[Api]:
+    """The app on `store` with settings `overrides`, and every workflow its jobs started
+    terminated at the end."""
     _, admin_key = mint("gfk")
-    settings = make_settings(tmp_path, temporal_server, admin_key)
+    settings = make_settings(tmp_path, server, admin_key, **overrides)
     app = create_app(settings, store=store, temporal=client)
     async with (
         app.router.lifespan_context(app),
@@ -144,3 +153,11 @@ async def api(
     for job in page.items:
         with contextlib.suppress(RPCError):
             await client.get_workflow_handle(job.workflow_id).terminate(reason="test cleanup")
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, temporal_server: TemporalDevServer, client: Client, store: FleetStore
+) -> AsyncIterator[Api]:
+    async with running_api(tmp_path, temporal_server, client, store) as api:
+        yield api
