@@ -246,7 +246,12 @@ class FactoryService:
     # --- a factory's own reports --------------------------------------------------------------
     async def heartbeat(self, factory: Factory, beat: Beat) -> FactoryState:
         """A factory reports its engines, labels, slots and health; capacity that appears
-        (healthy again, more slots, a new engine) wakes waiting jobs."""
+        (healthy again, more slots, a new engine) wakes waiting jobs.
+
+        Raises:
+            RateLimited: the factory reported more than FLEET_RATE_REPORT_* allows.
+        """
+        self.rates.reports.take(f"factory:{factory.id}")
         _check_engines(beat.engines)
         check_labels(self.settings, beat.labels, "labels")
         now = self.clock()
