@@ -25,10 +25,9 @@ from typing import Any
 from gigafactory.models import FLEET_PARTITION, ApiKey, AuditEvent, Role
 from gigafactory.services.access import Principal, require_role
 from gigafactory.services.clock import Clock
-from gigafactory.services.errors import InvalidInput, ServiceError
-from gigafactory.services.limits import check_page_size
+from gigafactory.services.errors import ServiceError
+from gigafactory.services.limits import check_page_size, continuation_checked
 from gigafactory.settings import Settings
-from gigafactory.store.backend import StoreError
 from gigafactory.store.fleet_store import AuditPage, EnrollmentRefused, FleetStore
 
 __all__ = ["Actor", "AuditEntry", "AuditLog"]
@@ -170,7 +169,7 @@ class AuditLog:
         partitions = _partitions(key, product_id)
         if partitions == []:
             return AuditPage([], None)
-        try:
+        with continuation_checked():
             return await self.store.list_audit(
                 partitions=partitions,
                 action=action,
@@ -180,14 +179,6 @@ class AuditLog:
                 limit=limit,
                 continuation=continuation,
             )
-        except StoreError as err:
-            if type(err) is not StoreError:
-                raise
-            raise InvalidInput(
-                f"invalid continuation token ({err}): pass the one the previous page returned "
-                "with the same filters",
-                field="continuation",
-            ) from None
 
 
 def _partitions(key: ApiKey, product_id: str | None) -> Sequence[str] | None:

@@ -43,13 +43,13 @@ from gigafactory.models import (
 from gigafactory.services.access import require_role, visible_products
 from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
-from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.errors import Conflict, Forbidden, NotFoundError
 from gigafactory.services.lifecycle import Lifecycle
-from gigafactory.services.limits import check_log_chunk, check_page_size
+from gigafactory.services.limits import check_log_chunk, check_page_size, continuation_checked
 from gigafactory.services.rate_limits import RateLimits
 from gigafactory.services.specs import Submission, build_spec
 from gigafactory.settings import Settings
-from gigafactory.store.backend import NotFound, StoreError
+from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore, JobPage
 from gigafactory.workflow_view import (
     initial_search_attributes,
@@ -131,7 +131,7 @@ class JobService:
         products = visible_products(key, product_id)
         if products == []:
             return JobPage([], None)  # as for a product without jobs: nothing to leak
-        try:
+        with continuation_checked():
             return await self.store.list_jobs(
                 products=products,
                 stage=stage,
@@ -140,14 +140,6 @@ class JobService:
                 limit=limit,
                 continuation=continuation,
             )
-        except StoreError as err:
-            if type(err) is not StoreError:  # NotFound & co. are not about the token
-                raise
-            raise InvalidInput(
-                f"invalid continuation token ({err}): pass the one the previous page returned "
-                "with the same filters",
-                field="continuation",
-            ) from None
 
     async def runs(self, key: ApiKey, job_id: str) -> list[Run]:
         """A job's attempts by lease epoch."""
@@ -160,9 +152,10 @@ class JobService:
         """A job's events oldest first: transitions, routing decisions, fenced reports."""
         check_page_size(self.settings, limit)
         job = await self.get(key, job_id)
-        return await self.store.list_events(
-            job.id, job.product_id, limit=limit, continuation=continuation
-        )
+        with continuation_checked():
+            return await self.store.list_events(
+                job.id, job.product_id, limit=limit, continuation=continuation
+            )
 
     async def read_log(
         self,

@@ -8,13 +8,21 @@ API's request-size middleware (`FLEET_MAX_REQUEST_BYTES`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 from gigafactory.models import JobSpec
 from gigafactory.services.errors import InvalidInput, TooLarge
 from gigafactory.settings import Settings
+from gigafactory.store.backend import StoreError
 
-__all__ = ["check_labels", "check_log_chunk", "check_page_size", "check_spec_sizes"]
+__all__ = [
+    "check_labels",
+    "check_log_chunk",
+    "check_page_size",
+    "check_spec_sizes",
+    "continuation_checked",
+]
 
 
 def _size(text: str) -> int:
@@ -34,6 +42,26 @@ def check_page_size(settings: Settings, limit: int, field: str = "limit") -> int
             field=field,
         )
     return limit
+
+
+@contextmanager
+def continuation_checked() -> Iterator[None]:
+    """Around reading a page: a continuation token the store cannot read is the caller's
+    mistake (422 naming it), not a server error.
+
+    Raises:
+        InvalidInput: the token is not one a listing returned.
+    """
+    try:
+        yield
+    except StoreError as err:
+        if type(err) is not StoreError:  # NotFound & co. are not about the token
+            raise
+        raise InvalidInput(
+            f"invalid continuation token ({err}): pass the one the previous page returned "
+            "with the same filters",
+            field="continuation",
+        ) from None
 
 
 def check_labels(settings: Settings, labels: Iterable[str], field: str) -> None:

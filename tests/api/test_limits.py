@@ -243,3 +243,23 @@ async def test_factory_reports_over_the_rate_are_429_per_factory(throttled: Api)
         "/fleet/factories/heartbeat", json=beat, headers=throttled.auth(other)
     )
     assert r.status_code == 200, r.text
+
+
+async def test_a_continuation_token_that_is_not_one_is_422_everywhere(api: Api) -> None:
+    """Found by the schema fuzzer: a bad token on a job's events was a 500."""
+    job = await api.submit()
+    for path in ("/fleet/jobs", f"/fleet/jobs/{job['id']}/events", "/fleet/audit"):
+        r = await api.http.get(path, params={"continuation": "A\x8d\x7f"}, headers=api.admin)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["field"] == "continuation"
+
+
+async def test_a_body_that_is_not_utf8_is_422(api: Api) -> None:
+    """Found by the schema fuzzer: FastAPI answers 400, which the API does not declare."""
+    r = await api.http.post(
+        "/fleet/jobs",
+        content=b"\xff\xfe\xfd",
+        headers={**api.admin, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "body" and "UTF-8" in r.json()["error"]["message"]
