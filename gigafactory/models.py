@@ -32,6 +32,7 @@ __all__ = [
     "JobView",
     "JobSpec",
     "KNOWN_ENGINES",
+    "MAX_PARAMS_DEPTH",
     "LogChunk",
     "PreemptionSettings",
     "Priority",
@@ -70,6 +71,29 @@ KNOWN_ENGINES: tuple[str, ...] = (
     "shell",
     "sim",
 )
+
+
+# How deeply a job's params (free JSON handed to its engine) may nest: deeper documents would
+# exceed what the store and Temporal's payloads serialise.
+MAX_PARAMS_DEPTH = 20
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts in `value` nest more than `limit` levels (iteratively, so a
+    hostile document cannot exhaust the stack)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 class CamelModel(BaseModel):
@@ -201,6 +225,15 @@ class JobSpec(CamelModel):
     # repository's HEAD), and `cwd`, when relative, is inside that worktree.
     repo: str | None = None
     base_ref: str | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_depth(cls, value: Any) -> Any:
+        if _nested_deeper_than(value, MAX_PARAMS_DEPTH):
+            raise ValueError(
+                f"params are nested more than {MAX_PARAMS_DEPTH} levels deep; flatten them"
+            )
+        return value
 
     @field_validator("timeout_s", mode="before")
     @classmethod

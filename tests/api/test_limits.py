@@ -263,3 +263,15 @@ async def test_a_body_that_is_not_utf8_is_422(api: Api) -> None:
     )
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == "body" and "UTF-8" in r.json()["error"]["message"]
+
+
+async def test_params_nested_too_deeply_are_422_and_store_nothing(limited: Api) -> None:
+    """Found by the job-spec fuzzer: params 300 levels deep were accepted, then failed to
+    serialise (a 500)."""
+    params: dict[str, Any] = {"a": 1}
+    for _ in range(300):
+        params = {"a": params}
+    r = await submit(limited, params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "params" and "nested" in r.json()["error"]["message"]
+    await nothing_stored(limited)
