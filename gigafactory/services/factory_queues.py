@@ -7,9 +7,9 @@ moment, whatever the worker does; re-enrolling the factory removes the limit. Ru
 activities are not affected (see docs/security.md for what happens to them).
 
 The call needs a Temporal server with task-queue configuration (`UpdateTaskQueueConfig`,
-server 1.28 or later, and the permission to call it). Where it is refused the revocation
-still stands (the token is void, routing skips the factory); the failure is logged and
-returned so the caller can record it.
+from late 2025 on, such as the 1.32 dev server) and the permission to call it. Where it is
+refused the revocation still stands (the token is void, routing skips the factory); the
+failure is logged and returned so the caller can record it.
 """
 
 from __future__ import annotations
