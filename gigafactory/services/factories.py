@@ -193,13 +193,16 @@ class FactoryService:
         data = {"engines": list(enrollment.engines), "labels": list(enrollment.labels)}
         target = f"factory:{enrollment.factory_id}"
         async with self.audit.action(actor, "factory.enroll", target, data=data) as entry:
-            factory_token = await self._enroll(token_id, enrollment)
-            entry.data["taskQueue"] = await self._resume_queue(enrollment.factory_id)
+            factory_token, was_revoked = await self._enroll(token_id, enrollment)
+            if was_revoked:
+                entry.data["taskQueue"] = await self._resume_queue(enrollment.factory_id)
         await self._fill(enrollment.factory_id, "enrolled")
         return factory_token
 
-    async def _enroll(self, token_id: str, enrollment: Enrollment) -> str:
+    async def _enroll(self, token_id: str, enrollment: Enrollment) -> tuple[str, bool]:
+        """Consume the token and write the factory; its token, and whether it was revoked."""
         now = self.clock()
+        was_revoked = False
         await self.store.consume_enrollment(
             token_id, hash_token(enrollment.enrollment_token), enrollment.factory_id, now
         )
@@ -229,6 +232,8 @@ class FactoryService:
                 f.token_hash = hash_token(factory_token)
                 f.enrolled_at = now
                 if f.status == FactoryStatus.REVOKED:
+                    nonlocal was_revoked
+                    was_revoked = True
                     f.status = FactoryStatus.ACTIVE
                 return f
 
@@ -236,10 +241,10 @@ class FactoryService:
             logger.info("factory %s re-enrolled; its previous token is void", factory.id)
         else:
             logger.info("factory %s enrolled", factory.id)
-        return factory_token
+        return factory_token, was_revoked
 
     async def _resume_queue(self, factory_id: str) -> str:
-        """Lift a revocation's pause of the factory's task queue (harmless when none)."""
+        """Lift the pause a revocation put on the factory's task queue."""
         refused = await self.queues.resume(factory_id, "factory enrolled")
         return "resumed" if refused is None else f"not resumed: {refused}"
 
