@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -111,6 +112,7 @@ class HttpReporter:
         attempts: int = 4,
         backoff_s: float = 0.5,
         timeout_s: float = 30.0,
+        on_unauthorized: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {factory_token}"}
@@ -118,6 +120,9 @@ class HttpReporter:
         self._client = client or httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0))
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
+        # Told when the API refuses the factory token (revoked or rotated away), so the
+        # factory stops taking work at once rather than at its next heartbeat.
+        self.on_unauthorized = on_unauthorized
 
     async def aclose(self) -> None:
         """Close the HTTP client if this reporter created it."""
@@ -224,6 +229,8 @@ class HttpReporter:
                 message = _message(response)
                 if status == 409:
                     raise Fenced(f"{what}: {message}")
+                if status == 401 and self.on_unauthorized is not None:
+                    self.on_unauthorized(message)
                 if status != 429 and status < 500:
                     raise ReportRejected(f"{what}: refused ({status}): {message}", status)
                 if last:

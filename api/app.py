@@ -14,8 +14,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api.errors import install_error_handlers
-from api.routes import artifacts, budgets, dag, factories, health, jobs, keys, routing
+from api.body_limit import BodyLimit, limit_for
+from api.errors import ERROR_RESPONSES, install_error_handlers
+from api.routes import artifacts, audit, budgets, dag, factories, health, jobs, keys, routing
 from api.ui import install_ui
 from gigafactory.services import Services
 from gigafactory.services.clock import Clock, utcnow
@@ -80,8 +81,10 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, jobs, artifacts, factories, keys, routing, dag, budgets):
-        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=limit_for(settings))
+    app.include_router(health.router)
+    for module in (jobs, artifacts, factories, keys, routing, dag, budgets, audit):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
     install_ui(app)
     return app
 

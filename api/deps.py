@@ -21,13 +21,17 @@ live in the services (`gigafactory.services.access`), which every adapter shares
 | uncordon factories; revoke a factory token    |           |          |       |          |
 | routing weights and policy: read / change     | own / -   | own      | own   | -        |
 | budgets: read, set, pause, resume             | -         | own      | own   | -        |
-| create, list, revoke API keys                 | -         | -        | all*  | -        |
+| create, list, revoke API keys                 | -         | -        | own*  | -        |
+| read the audit log                            | -         | -        | own** | -        |
 
 "own" means jobs of the products listed on the key (`["*"]` is every product).
 Factories serve every product, so fleet-wide operations ("all") are not product-scoped.
-(*) An admin grants only products it may see itself. A factory reports for a job only
-while the job's lease is assigned to it; a report from an older lease epoch is fenced
-(409 `fenced`) and recorded.
+(*) An admin grants, lists and revokes only keys whose products it may all see.
+(**) Fleet-wide records (factories, keys) only for an admin of every product.
+A factory reports for a job only while the job's lease is assigned to it; a report from an
+older lease epoch is fenced (409 `fenced`) and recorded. A role too low is 403 whatever the
+target; a target outside the key's products is 404. `tests/api/test_auth_matrix.py` holds
+the full table (every route, every kind of caller) and checks it; docs/security.md explains it.
 """
 
 from __future__ import annotations

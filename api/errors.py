@@ -9,6 +9,7 @@ failure the same way.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.schemas import ErrorBody
 from gigafactory.jobspec import JobSpecError
 from gigafactory.services.errors import (
     Conflict,
@@ -26,6 +28,7 @@ from gigafactory.services.errors import (
     Forbidden,
     InvalidInput,
     NotFoundError,
+    RateLimited,
     ServiceError,
     TooLarge,
     Unauthorized,
@@ -34,9 +37,28 @@ from gigafactory.services.errors import (
 from gigafactory.store.backend import AlreadyExists, NotFound, PreconditionFailed
 from gigafactory.store.fleet_store import EnrollmentRefused
 
-__all__ = ["ApiError", "error_body", "install_error_handlers", "status_of"]
+__all__ = ["ERROR_RESPONSES", "ApiError", "error_body", "install_error_handlers", "status_of"]
 
 logger = logging.getLogger(__name__)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# The error responses every operation may give (declared in the OpenAPI document, so clients
+# and schema-driven tests know their shape): the handlers below produce each of them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing, unknown, rotated or revoked credentials."),
+    403: _error("The caller's role (or identity) may not do this."),
+    404: _error("No such thing, or the caller may not see it."),
+    409: _error("The thing's state refuses the operation, or the report was fenced."),
+    413: _error("The request carries more than a FLEET_MAX_* limit allows."),
+    422: _error("The request is malformed or breaks a rule; `field` names the input."),
+    429: _error("Over the caller's rate limit; retry after `Retry-After` seconds."),
+    502: _error("Temporal refused the call."),
+    503: _error("Temporal or the store is unreachable; try again."),
+}
 
 
 class ApiError(Exception):
@@ -143,6 +165,7 @@ _STATUS: dict[type[ServiceError], int] = {
     InvalidInput: 422,
     TooLarge: 413,
     NotFoundError: 404,
+    RateLimited: 429,
     Unauthorized: 401,
     Forbidden: 403,
     Conflict: 409,
@@ -163,6 +186,8 @@ async def _service(_: Request, exc: Exception) -> JSONResponse:
         return _fenced(exc)
     status = status_of(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return _json(status, exc.code, exc.message, exc.field, headers)
 
 
@@ -205,7 +230,12 @@ async def _internal(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8, say): a validation error.
+        return _json(422, "invalid_request", f"{exc.detail}: send JSON encoded in UTF-8", "body")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.status_code, "http_error"
+    )
     headers = dict(exc.headers) if exc.headers else None
     return _json(exc.status_code, code, str(exc.detail), headers=headers)
 

@@ -34,10 +34,14 @@ __all__ = [
     "ApiKeyOut",
     "ArtifactList",
     "ArtifactOut",
+    "AuditEventOut",
+    "AuditList",
     "ChildIn",
     "CreateApiKey",
     "EnrollRequest",
     "EnrollmentTokenOut",
+    "ErrorBody",
+    "ErrorDetail",
     "EventList",
     "EventOut",
     "FactoryList",
@@ -241,7 +245,7 @@ class LogChunkIn(RequestModel):
     product_id: str
     epoch: int = Field(ge=0)
     seq: int = Field(ge=0)
-    text: str = Field(max_length=1_000_000)
+    text: str = Field(description="At most FLEET_MAX_LOG_CHUNK_BYTES bytes of UTF-8 (else 413).")
     agent_stopped: bool = Field(
         default=False, description="The last chunk: the agent stopped, its slot may be reused."
     )
@@ -433,3 +437,41 @@ class Health(CamelModel):
     status: Literal["ok", "degraded"]
     store: str
     temporal: str
+
+
+# --- audit ------------------------------------------------------------------------------------
+class AuditEventOut(CamelModel):
+    """One operator or admin action: who did what to which target, when, how it ended."""
+
+    id: str
+    product_id: str = Field(description="The product concerned, or `_fleet` (fleet-wide).")
+    at: datetime
+    actor: str = Field(description="api:<keyId>, factory:<id> or enrollment:<tokenId>.")
+    role: str
+    action: str
+    target: str
+    outcome: str = Field(description='"ok", or the refusal\'s code (forbidden, not_found...).')
+    reason: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditList(CamelModel):
+    """Audit events newest first; pass `continuation` back for the next page."""
+
+    items: list[AuditEventOut]
+    continuation: str | None = None
+
+
+# --- errors -----------------------------------------------------------------------------------
+class ErrorDetail(CamelModel):
+    """What went wrong, in a message a person can act on."""
+
+    code: str = Field(description="Stable and machine-readable: invalid_request, not_found...")
+    message: str
+    field: str | None = Field(default=None, description="The input at fault, when there is one.")
+
+
+class ErrorBody(CamelModel):
+    """Every error response: `{"error": {"code", "message", "field"?}}`."""
+
+    error: ErrorDetail

@@ -361,7 +361,10 @@ async def run_bench(
     """Start a fresh stack (no UI) in a temporary data dir and measure both sides."""
     with tempfile.TemporaryDirectory(prefix="gigafactory-bench-") as tmp:
         stack = DevStack(
-            settings.model_copy(update={"data_dir": Path(tmp), "temporal_address": None}),
+            # Submits unthrottled: the benchmark measures the pipeline, not the rate limit.
+            settings.model_copy(
+                update={"data_dir": Path(tmp), "temporal_address": None, "rate_submit_per_s": 0}
+            ),
             factories=[
                 LocalFactory(id=f"bench-{i + 1}", engines=("sim",), slots=slots)
                 for i in range(factories)

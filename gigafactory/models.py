@@ -18,6 +18,7 @@ from gigafactory.durations import parse_duration
 __all__ = [
     "ApiKey",
     "Artifact",
+    "AuditEvent",
     "CamelModel",
     "ChildSpec",
     "CostSource",
@@ -31,6 +32,7 @@ __all__ = [
     "JobView",
     "JobSpec",
     "KNOWN_ENGINES",
+    "MAX_PARAMS_DEPTH",
     "LogChunk",
     "PreemptionSettings",
     "Priority",
@@ -74,6 +76,29 @@ KNOWN_ENGINES: tuple[str, ...] = (
     "shell",
     "sim",
 )
+
+
+# How deeply a job's params (free JSON handed to its engine) may nest: deeper documents would
+# exceed what the store and Temporal's payloads serialise.
+MAX_PARAMS_DEPTH = 20
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts in `value` nest more than `limit` levels (iteratively, so a
+    hostile document cannot exhaust the stack)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 class CamelModel(BaseModel):
@@ -212,6 +237,15 @@ class JobSpec(CamelModel):
             return self.title.strip()
         first = next((line.strip() for line in self.prompt.splitlines() if line.strip()), "")
         return first if len(first) <= HEADLINE_MAX else first[: HEADLINE_MAX - 1] + "…"
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_depth(cls, value: Any) -> Any:
+        if _nested_deeper_than(value, MAX_PARAMS_DEPTH):
+            raise ValueError(
+                f"params are nested more than {MAX_PARAMS_DEPTH} levels deep; flatten them"
+            )
+        return value
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -609,3 +643,20 @@ class UiSession(CamelModel):
     key_id: str
     created_at: datetime
     expires_at: datetime
+
+
+class AuditEvent(CamelModel):
+    """One operator or admin action (or attempt): who did what to which target, when, and
+    how it ended. Stored in the partition of the product it concerns, or `_fleet` for
+    fleet-wide actions (factories, keys)."""
+
+    id: str
+    product_id: str = FLEET_PARTITION
+    at: datetime
+    actor: str  # "api:<keyId>", "factory:<id>", "enrollment:<tokenId>"
+    role: str  # the actor's role: submitter, operator, admin, factory or enrollment
+    action: str  # "job.cancel", "factory.revoke", "key.create", ...
+    target: str  # "job:<id>", "factory:<id>", "key:<id>", "product:<id>", "fleet"
+    outcome: str  # "ok", or the refusal's code: "forbidden", "not_found", "conflict", ...
+    reason: str | None = None  # the caller's reason, or why it was refused
+    data: dict[str, Any] = Field(default_factory=dict)

@@ -104,14 +104,33 @@ class Settings(BaseSettings):
     ship_push_timeout_s: float = Field(default=300.0, gt=0)
     ship_wait_s: float = Field(default=30.0, ge=0)
 
-    # Limits.
-    max_spec_bytes: int = 256 * 1024
+    # Limits (docs/security.md): what one request may carry. Refused with 413 (too large)
+    # or 422 (too many), before anything is stored.
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # a JSON body
+    max_spec_bytes: int = Field(default=256 * 1024, ge=1)  # a job-spec file
+    max_prompt_bytes: int | None = Field(default=None, ge=1)  # a prompt; None: max_spec_bytes
+    max_log_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # one log report
+    max_artifact_bytes: int = Field(default=50 * 1024 * 1024, ge=1)  # one artifact
+    max_labels: int = Field(default=64, ge=0)  # labels, capabilities: entries per list
+    max_label_bytes: int = Field(default=256, ge=1)  # one label (name or value)
+    max_page_size: int = Field(default=5000, ge=1)  # `limit` of any list (each has its own too)
     dag_max_children: int = Field(default=500, ge=1)  # children directly under one parent
     dag_max_depth: int = Field(default=50, ge=1)  # the longest dependency chain
-    max_artifact_bytes: int = 50 * 1024 * 1024
     log_chunk_interval_s: float = Field(default=1.0, gt=0)
 
+    # Rate limits per API key (submits) and per factory (reports): a token bucket of
+    # `burst` requests refilled at `per_s` a second, in each API process; 0 turns one off.
+    rate_submit_per_s: float = Field(default=20.0, ge=0)
+    rate_submit_burst: int = Field(default=200, ge=1)
+    rate_report_per_s: float = Field(default=50.0, ge=0)
+    rate_report_burst: int = Field(default=500, ge=1)
+
     log_level: str = "INFO"
+
+    @property
+    def prompt_limit(self) -> int:
+        """The largest prompt (of a job or a child) in bytes."""
+        return self.max_spec_bytes if self.max_prompt_bytes is None else self.max_prompt_bytes
 
     @property
     def resolved_sqlite_path(self) -> Path:

@@ -144,9 +144,12 @@ class FactoryRuntime:
         self.labels = list(labels)
         self.slots = slots
         self.api_url = api_url or settings.resolved_api_url
+        # Set when the API refuses the token, at a heartbeat or at any report of a run.
+        self.revoked = asyncio.Event()
+        self.revoked_reason = ""
         self.activities = FactoryActivities(
             factory_id,
-            HttpReporter(self.api_url, token),
+            HttpReporter(self.api_url, token, on_unauthorized=self._refused),
             settings.workspace_dir / factory_id,
             log_chunk_interval_s=settings.log_chunk_interval_s,
             stop_grace_s=settings.stop_grace_s,
@@ -157,6 +160,14 @@ class FactoryRuntime:
             agent_models=agent_models(settings),
             workspaces=factory_workspaces(settings, factory_id),
         )
+
+    def _refused(self, message: str) -> None:
+        if not self.revoked.is_set():
+            logger.warning(
+                "factory %s: the control plane refused its token: %s", self.factory_id, message
+            )
+            self.revoked_reason = message
+            self.revoked.set()
 
     async def heartbeat(self, http: httpx.AsyncClient) -> None:
         """Report engines, labels, slots and health once.
@@ -176,11 +187,20 @@ class FactoryRuntime:
             },
         )
         if response.status_code == 401:
+            self._refused(_message(response))
             raise FactoryRevoked(f"factory {self.factory_id}: {_message(response)}")
         response.raise_for_status()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until `stop` is set (or forever); heartbeat failures other than 401 are retried."""
+        """Run until `stop` is set (or forever); heartbeat failures other than 401 are retried.
+
+        A refused token (revoked or rotated away), seen at a heartbeat or at any report of a
+        run, shuts the worker down at once: it polls no more tasks, and its running agents
+        are stopped and handed back with their checkpoints (the jobs are requeued elsewhere).
+
+        Raises:
+            FactoryRevoked: the control plane refused the token.
+        """
         stop = stop or asyncio.Event()
         workers = factory_workers(
             self.client,
@@ -202,14 +222,24 @@ class FactoryRuntime:
             )
             for worker in workers:
                 await running.enter_async_context(worker)
-            while not stop.is_set():
+            while not stop.is_set() and not self.revoked.is_set():
                 try:
                     await self.heartbeat(http)
                 except httpx.HTTPError as err:
                     logger.warning("factory %s: heartbeat failed: %s", self.factory_id, err)
-                try:
-                    await asyncio.wait_for(
-                        stop.wait(), timeout=self.settings.factory_heartbeat_interval_s
-                    )
-                except TimeoutError:
-                    pass
+                await self._pause(stop)
+        if self.revoked.is_set():
+            raise FactoryRevoked(f"factory {self.factory_id}: {self.revoked_reason}")
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Until the next heartbeat, or sooner when stopped or revoked."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (stop, self.revoked)]
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=self.settings.factory_heartbeat_interval_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()

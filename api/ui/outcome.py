@@ -27,9 +27,21 @@ from gigafactory.services.errors import (
     temporal_unreachable,
 )
 
-__all__ = ["REFUSALS", "act", "back", "message_of", "refused", "status_for", "to_page"]
+__all__ = [
+    "ACCESS_REFUSALS",
+    "REFUSALS",
+    "act",
+    "back",
+    "message_of",
+    "refused",
+    "status_for",
+    "to_page",
+]
 
 T = TypeVar("T")
+
+# Refusals about who asks (shown with their own status), not about what was asked.
+ACCESS_REFUSALS: Final = (NotFoundError, Forbidden, Unauthorized)
 
 # What a service call may refuse with, for the UI to show rather than crash on.
 REFUSALS: Final = (ServiceError, JobSpecError, ValidationError, RuntimeError, OSError)
@@ -86,7 +98,7 @@ def refused(ui: UiContext | None, err: Exception, *, back_to: str = "/ui") -> HT
 def back(ui: UiContext, err: Exception, back_to: str) -> Response:
     """After an action its service refused: access refusals as error pages, the rest back on
     the page with the message."""
-    if isinstance(err, NotFoundError | Forbidden | Unauthorized):
+    if isinstance(err, ACCESS_REFUSALS):
         return refused(ui, err, back_to=back_to)
     if not isinstance(err, ServiceError | JobSpecError | ValidationError) and not (
         temporal_unreachable(err)

@@ -17,12 +17,14 @@ from temporalio.client import Client
 from gigafactory.services.access import Principal
 from gigafactory.services.artifacts import ArtifactService
 from gigafactory.services.attempts import AttemptService
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.auth import Authenticator
 from gigafactory.services.budgets import BudgetService
 from gigafactory.services.clock import Clock, utcnow
 from gigafactory.services.controller import ControllerClient
 from gigafactory.services.dispatch import Dispatcher
 from gigafactory.services.factories import FactoryService
+from gigafactory.services.factory_queues import FactoryQueues
 from gigafactory.services.health import HealthService
 from gigafactory.services.job_tree import JobTreeService
 from gigafactory.services.jobs import JobService
@@ -30,6 +32,7 @@ from gigafactory.services.keys import KeyService
 from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.services.overview import OverviewService
 from gigafactory.services.queue import Queue
+from gigafactory.services.rate_limits import RateLimits
 from gigafactory.services.routing import RoutingService
 from gigafactory.services.sessions import SessionService
 from gigafactory.services.shipping import ShippingService
@@ -67,6 +70,8 @@ class Services:
     shadow_weights: FleetWeights | None = None
     policy: PreemptionPolicy | None = None
     auth: Authenticator = field(init=False)
+    audit: AuditLog = field(init=False)
+    rates: RateLimits = field(init=False)
     lifecycle: Lifecycle = field(init=False)
     controllers: ControllerClient = field(init=False)
     workflows: WorkflowOps = field(init=False)
@@ -89,12 +94,16 @@ class Services:
         store, temporal, settings, clock = self.store, self.temporal, self.settings, self.clock
         queue = settings.control_task_queue
         self.auth = Authenticator(store)
+        self.audit = audit = AuditLog(store, settings, clock)
+        self.rates = rates = RateLimits.from_settings(settings)
         self.lifecycle = Lifecycle(store)
         self.controllers = ControllerClient(store, temporal, queue)
         self.workflows = WorkflowOps(temporal, queue)
         self.queue = Queue(store)
-        self.jobs = JobService(store, temporal, settings, self.lifecycle, clock)
-        self.shipping = ShippingService(store, temporal, settings, self.lifecycle, self.jobs, clock)
+        self.jobs = JobService(store, temporal, settings, self.lifecycle, clock, audit, rates)
+        self.shipping = ShippingService(
+            store, temporal, settings, self.lifecycle, self.jobs, clock, audit
+        )
         self.tree = JobTreeService(store, temporal, settings, self.jobs)
         self.routing = RoutingService(
             store,
@@ -102,6 +111,7 @@ class Services:
             self.queue,
             self.jobs,
             clock,
+            audit,
             defaults=self.weights,
             shadow=self.shadow_weights,
             policy=self.policy,
@@ -117,19 +127,24 @@ class Services:
             self.workflows,
             clock,
         )
-        self.factories = FactoryService(store, settings, self.dispatcher, clock)
+        self.factories = FactoryService(
+            store, settings, self.dispatcher, clock, audit, FactoryQueues(temporal), rates
+        )
         self.health = HealthService(store, temporal)
-        self.budgets = BudgetService(store, settings, self.controllers, self.lifecycle, clock)
+        self.budgets = BudgetService(
+            store, settings, self.controllers, self.lifecycle, clock, audit
+        )
         self.attempts = AttemptService(
             store, self.lifecycle, self.budgets, self.dispatcher, self.jobs
         )
-        self.keys = KeyService(store, clock)
+        self.keys = KeyService(store, clock, audit)
         self.artifacts = ArtifactService(
             store,
             self.blobs if self.blobs is not None else open_blobs(settings),
             settings,
             self.jobs,
             clock,
+            audit,
         )
         self.sessions = SessionService(store, self.auth, settings, clock)
         self.overview = OverviewService(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gigafactory.models import ApiKey, Artifact, Job, Role
 from gigafactory.services.access import Principal, require_role
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import InvalidInput, NotFoundError, TooLarge
 from gigafactory.services.jobs import JobService, job_not_found
@@ -50,6 +51,7 @@ class ArtifactService:
     settings: Settings
     jobs: JobService
     clock: Clock
+    audit: AuditLog
 
     def too_large(self) -> TooLarge:
         """The refusal of an artifact over FLEET_MAX_ARTIFACT_BYTES."""
@@ -172,7 +174,11 @@ class ArtifactService:
     async def delete(self, key: ApiKey, job_id: str, artifact_id: str) -> None:
         """Delete an artifact (operators): its metadata first (it disappears from listings),
         then its bytes."""
-        require_role(key, Role.OPERATOR, "deleting artifacts")
-        artifact = await self.get(key, job_id, artifact_id)
-        await self.store.delete_artifact(artifact.job_id, artifact.product_id, artifact.id)
-        await self.blobs.delete(_blob_key(artifact))
+        target = f"job:{job_id}/artifact:{artifact_id}"
+        async with self.audit.action(key, "artifact.delete", target) as entry:
+            require_role(key, Role.OPERATOR, "deleting artifacts")
+            artifact = await self.get(key, job_id, artifact_id)
+            entry.product_id = artifact.product_id
+            entry.data["name"] = artifact.name
+            await self.store.delete_artifact(artifact.job_id, artifact.product_id, artifact.id)
+            await self.blobs.delete(_blob_key(artifact))

@@ -7,6 +7,7 @@ admin key (`FLEET_ADMIN_KEY`) may have any shape and is stored under the id "boo
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,7 +106,7 @@ class Authenticator:
             )
             logger.info("stored the bootstrap admin key")
             return
-        if existing.key_hash == key_hash:
+        if hmac.compare_digest(existing.key_hash.encode(), key_hash.encode()):
             return
 
         def replace(key: ApiKey) -> ApiKey:

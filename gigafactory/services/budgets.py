@@ -36,6 +36,7 @@ from gigafactory.budgets import (
 from gigafactory.contracts import FinishRunInput
 from gigafactory.models import ApiKey, CamelModel, Role, SpendRecord, StoredBudget
 from gigafactory.services.access import require_product, require_role
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.controller import ControllerClient
 from gigafactory.services.errors import Conflict, temporal_unreachable
@@ -93,6 +94,7 @@ class BudgetService:
     controllers: ControllerClient
     lifecycle: Lifecycle
     clock: Clock
+    audit: AuditLog
 
     def _scoped(self, key: ApiKey, product_id: str) -> None:
         require_role(key, Role.OPERATOR, "budgets")
@@ -164,37 +166,41 @@ class BudgetService:
 
     async def set(self, key: ApiKey, product_id: str, config: BudgetConfig) -> BudgetView:
         """Set the ceiling, window and soft threshold; a raised ceiling admits waiting jobs."""
-        self._scoped(key, product_id)
-        await self.store.put_budget(
-            StoredBudget(
-                product_id=product_id,
-                config=config.model_dump(by_alias=True),
-                updated_at=self.clock(),
-                updated_by=f"api:{key.id}",
+        data = {"config": config.model_dump(mode="json", by_alias=True)}
+        async with self.audit.product_action(key, "budget.set", product_id, data=data):
+            self._scoped(key, product_id)
+            await self.store.put_budget(
+                StoredBudget(
+                    product_id=product_id,
+                    config=config.model_dump(by_alias=True),
+                    updated_at=self.clock(),
+                    updated_by=f"api:{key.id}",
+                )
             )
-        )
-        await self.store.touch_product(product_id, self.clock())
-        if self.settings.budgets:
-            # Off, the settings wait in the store for a controller started once it is on.
-            await self.controllers.signal(product_id, SIGNAL_SET_BUDGET, config)
+            await self.store.touch_product(product_id, self.clock())
+            if self.settings.budgets:
+                # Off, the settings wait in the store for a controller started once it is on.
+                await self.controllers.signal(product_id, SIGNAL_SET_BUDGET, config)
         return await self._view(product_id)
 
     async def pause(self, key: ApiKey, product_id: str, reason: str) -> BudgetView:
         """Pause the product's dispatch: new attempts wait, running ones finish."""
-        self._scoped(key, product_id)
-        self._enforced("pausing")
-        request = PauseRequest(reason=reason, actor=f"api:{key.id}")
-        await self.controllers.signal(product_id, SIGNAL_PAUSE, request)
+        async with self.audit.product_action(key, "budget.pause", product_id, reason=reason):
+            self._scoped(key, product_id)
+            self._enforced("pausing")
+            request = PauseRequest(reason=reason, actor=f"api:{key.id}")
+            await self.controllers.signal(product_id, SIGNAL_PAUSE, request)
         return await self._view(product_id)
 
     async def resume(self, key: ApiKey, product_id: str) -> BudgetView:
         """Resume dispatch; waiting jobs start in priority order (a ceiling pause needs a
         raise)."""
-        self._scoped(key, product_id)
-        self._enforced("resuming")
-        await self.controllers.signal(
-            product_id, SIGNAL_RESUME, ResumeRequest(actor=f"api:{key.id}")
-        )
+        async with self.audit.product_action(key, "budget.resume", product_id):
+            self._scoped(key, product_id)
+            self._enforced("resuming")
+            await self.controllers.signal(
+                product_id, SIGNAL_RESUME, ResumeRequest(actor=f"api:{key.id}")
+            )
         return await self._view(product_id)
 
     async def alert_if_crossed(self, inp: FinishRunInput) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "NotFoundError",
+    "RateLimited",
     "ServiceError",
     "TooLarge",
     "Unauthorized",
@@ -96,3 +97,13 @@ def temporal_unreachable(err: BaseException) -> bool:
         return err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
     # A lazily connected client reports a server it cannot reach this way.
     return isinstance(err, RuntimeError) and str(err).startswith("Failed client connect")
+
+
+class RateLimited(ServiceError):
+    """The caller sent more requests of a kind than its rate limit allows; retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

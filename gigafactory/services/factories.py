@@ -25,9 +25,13 @@ from gigafactory.models import (
 )
 from gigafactory.security import ENROLLMENT_TOKEN, FACTORY_TOKEN, hash_token, mint, parse_token
 from gigafactory.services.access import Principal, require_role
+from gigafactory.services.audit import Actor, AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.dispatch import Dispatcher
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.factory_queues import FactoryQueues
+from gigafactory.services.limits import check_labels
+from gigafactory.services.rate_limits import RateLimits
 from gigafactory.settings import Settings
 from gigafactory.store.backend import AlreadyExists, NotFound
 from gigafactory.store.fleet_store import EnrollmentRefused, FleetStore
@@ -102,6 +106,9 @@ class FactoryService:
     settings: Settings
     dispatcher: Dispatcher
     clock: Clock
+    audit: AuditLog
+    queues: FactoryQueues
+    rates: RateLimits
 
     # --- reading ------------------------------------------------------------------------------
     def _state(self, factory: Factory, table: SlotTable | None, now: datetime) -> FactoryState:
@@ -149,18 +156,20 @@ class FactoryService:
         Returns:
             The token and when it expires.
         """
-        require_role(key, Role.OPERATOR, "creating enrollment tokens")
-        token_id, token = mint(ENROLLMENT_TOKEN)
-        now = self.clock()
-        stored = await self.store.create_enrollment(
-            EnrollmentToken(
-                id=token_id,
-                token_hash=hash_token(token),
-                created_at=now,
-                expires_at=now + timedelta(seconds=self.settings.enrollment_ttl_s),
-                created_by=f"api:{key.id}",
+        async with self.audit.action(key, "factory.enrollment_token", "enrollment:new") as entry:
+            require_role(key, Role.OPERATOR, "creating enrollment tokens")
+            token_id, token = mint(ENROLLMENT_TOKEN)
+            entry.target = f"enrollment:{token_id}"
+            now = self.clock()
+            stored = await self.store.create_enrollment(
+                EnrollmentToken(
+                    id=token_id,
+                    token_hash=hash_token(token),
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.settings.enrollment_ttl_s),
+                    created_by=f"api:{key.id}",
+                )
             )
-        )
         return token, stored.expires_at
 
     async def enroll(self, enrollment: Enrollment) -> str:
@@ -177,13 +186,27 @@ class FactoryService:
             InvalidInput: an unknown engine.
         """
         _check_engines(enrollment.engines)
+        check_labels(self.settings, enrollment.labels, "labels")
         try:
             kind, token_id = parse_token(enrollment.enrollment_token)
         except ValueError:
             raise EnrollmentRefused("malformed enrollment token") from None
         if kind != ENROLLMENT_TOKEN:
             raise EnrollmentRefused(f"a {kind} token is not an enrollment token (gfe_...)")
+        actor = Actor(f"enrollment:{token_id}", "enrollment")
+        data = {"engines": list(enrollment.engines), "labels": list(enrollment.labels)}
+        target = f"factory:{enrollment.factory_id}"
+        async with self.audit.action(actor, "factory.enroll", target, data=data) as entry:
+            factory_token, was_revoked = await self._enroll(token_id, enrollment)
+            if was_revoked:
+                entry.data["taskQueue"] = await self._resume_queue(enrollment.factory_id)
+        await self._fill(enrollment.factory_id, "enrolled")
+        return factory_token
+
+    async def _enroll(self, token_id: str, enrollment: Enrollment) -> tuple[str, bool]:
+        """Consume the token and write the factory; its token, and whether it was revoked."""
         now = self.clock()
+        was_revoked = False
         await self.store.consume_enrollment(
             token_id, hash_token(enrollment.enrollment_token), enrollment.factory_id, now
         )
@@ -213,6 +236,8 @@ class FactoryService:
                 f.token_hash = hash_token(factory_token)
                 f.enrolled_at = now
                 if f.status == FactoryStatus.REVOKED:
+                    nonlocal was_revoked
+                    was_revoked = True
                     f.status = FactoryStatus.ACTIVE
                 return f
 
@@ -220,14 +245,24 @@ class FactoryService:
             logger.info("factory %s re-enrolled; its previous token is void", factory.id)
         else:
             logger.info("factory %s enrolled", factory.id)
-        await self._fill(factory.id, "enrolled")
-        return factory_token
+        return factory_token, was_revoked
+
+    async def _resume_queue(self, factory_id: str) -> str:
+        """Lift the pause a revocation put on the factory's task queue."""
+        refused = await self.queues.resume(factory_id, "factory enrolled")
+        return "resumed" if refused is None else f"not resumed: {refused}"
 
     # --- a factory's own reports --------------------------------------------------------------
     async def heartbeat(self, factory: Factory, beat: Beat) -> FactoryState:
         """A factory reports its engines, labels, slots and health; capacity that appears
-        (healthy again, more slots, a new engine) is handed to queued jobs."""
+        (healthy again, more slots, a new engine) is handed to queued jobs.
+
+        Raises:
+            RateLimited: the factory reported more than FLEET_RATE_REPORT_* allows.
+        """
+        self.rates.reports.take(f"factory:{factory.id}")
         _check_engines(beat.engines)
+        check_labels(self.settings, beat.labels, "labels")
         now = self.clock()
         before: list[Factory] = []
 
@@ -263,53 +298,60 @@ class FactoryService:
             Forbidden: another factory, or a key below operator.
             Conflict: the factory is revoked (it must enroll again).
         """
-        if caller.factory is not None:
-            if caller.factory.id != factory_id:
-                raise Forbidden("a factory may rotate only its own token")
-        else:
-            assert caller.key is not None
-            require_role(caller.key, Role.OPERATOR, "rotating a factory token")
-        factory = await self._factory(factory_id)
-        if factory.status == FactoryStatus.REVOKED:
-            raise Conflict(
-                f"factory {factory_id} is revoked: enroll it again with a new enrollment token"
-            )
-        token_id, token = mint(FACTORY_TOKEN)
+        async with self.audit.action(caller, "factory.rotate", f"factory:{factory_id}"):
+            if caller.factory is not None:
+                if caller.factory.id != factory_id:
+                    raise Forbidden("a factory may rotate only its own token")
+            else:
+                assert caller.key is not None
+                require_role(caller.key, Role.OPERATOR, "rotating a factory token")
+            factory = await self._factory(factory_id)
+            if factory.status == FactoryStatus.REVOKED:
+                raise Conflict(
+                    f"factory {factory_id} is revoked: enroll it again with a new enrollment token"
+                )
+            token_id, token = mint(FACTORY_TOKEN)
 
-        def rotate(f: Factory) -> Factory:
-            f.token_id = token_id
-            f.token_hash = hash_token(token)
-            return f
+            def rotate(f: Factory) -> Factory:
+                f.token_id = token_id
+                f.token_hash = hash_token(token)
+                return f
 
-        await self.store.update_factory(factory_id, rotate)
+            await self.store.update_factory(factory_id, rotate)
         logger.info("factory %s: token rotated by %s", factory_id, caller.actor)
         return token
 
     # --- operators ----------------------------------------------------------------------------
     async def revoke(self, key: ApiKey, factory_id: str) -> FactoryState:
-        """Revoke the factory: its token is refused at once and routing skips it."""
-        require_role(key, Role.OPERATOR, "revoking a factory")
-        await self._factory(factory_id)
+        """Revoke the factory: its token is refused at once, routing skips it, and Temporal
+        dispatches nothing more to its task queue (docs/security.md)."""
+        async with self.audit.action(key, "factory.revoke", f"factory:{factory_id}") as entry:
+            require_role(key, Role.OPERATOR, "revoking a factory")
+            await self._factory(factory_id)
 
-        def revoke(f: Factory) -> Factory:
-            f.status = FactoryStatus.REVOKED
-            f.token_id = None
-            f.token_hash = None
-            return f
+            def revoke(f: Factory) -> Factory:
+                f.status = FactoryStatus.REVOKED
+                f.token_id = None
+                f.token_hash = None
+                return f
 
-        updated = await self.store.update_factory(factory_id, revoke)
+            updated = await self.store.update_factory(factory_id, revoke)
+            refused = await self.queues.pause(factory_id, f"factory revoked by api:{key.id}")
+            entry.data["taskQueue"] = "paused" if refused is None else f"not paused: {refused}"
         logger.info("factory %s revoked by api:%s", factory_id, key.id)
         return await self.state_of(updated)
 
     async def cordon(self, key: ApiKey, factory_id: str) -> FactoryState:
         """Stop routing new jobs to the factory; running ones finish."""
-        updated = await self._set_status(key, factory_id, FactoryStatus.CORDONED)
+        async with self.audit.action(key, "factory.cordon", f"factory:{factory_id}"):
+            updated = await self._set_status(key, factory_id, FactoryStatus.CORDONED)
         logger.info("factory %s cordoned by api:%s", factory_id, key.id)
         return await self.state_of(updated)
 
     async def uncordon(self, key: ApiKey, factory_id: str) -> FactoryState:
         """Route jobs to the factory again, and hand its free slots to queued jobs."""
-        updated = await self._set_status(key, factory_id, FactoryStatus.ACTIVE)
+        async with self.audit.action(key, "factory.uncordon", f"factory:{factory_id}"):
+            updated = await self._set_status(key, factory_id, FactoryStatus.ACTIVE)
         logger.info("factory %s uncordoned by api:%s", factory_id, key.id)
         await self._fill(factory_id, "uncordoned")
         return await self.state_of(updated)

@@ -15,6 +15,7 @@ from gigafactory.contracts import UPDATE_ADD_CHILDREN, AddChildren, child_job_id
 from gigafactory.models import TERMINAL_STAGES, ApiKey, CamelModel, ChildSpec, Job
 from gigafactory.services.errors import Conflict
 from gigafactory.services.jobs import JobService
+from gigafactory.services.limits import check_spec_sizes
 from gigafactory.services.specs import check_dag, inherited_children
 from gigafactory.settings import Settings
 from gigafactory.store.backend import NotFound
@@ -106,7 +107,9 @@ class JobTreeService:
         Raises:
             Conflict: the job is not an open parent, or its workflow refused the children.
             InvalidInput: the children break the DAG rules.
+            RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
         """
+        self.jobs.rates.submits.take(f"api:{key.id}")
         parent = await self.jobs.get(key, job_id)
         if parent.stage in TERMINAL_STAGES or not parent.spec.children:
             raise Conflict(
@@ -115,6 +118,8 @@ class JobTreeService:
                 "children run"
             )
         new = inherited_children(parent.spec, children)
+        for child in new:
+            check_spec_sizes(self.settings, child.spec, f"children.{child.id}.")
         check_dag(parent.spec, self.settings, children=new, existing=parent.spec.children)
         created = await self.jobs.create_children(parent, new, submitted_by=f"api:{key.id}")
 

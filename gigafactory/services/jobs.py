@@ -41,12 +41,15 @@ from gigafactory.models import (
     WaitReason,
 )
 from gigafactory.services.access import visible_products
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
 from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.limits import check_log_chunk, check_page_size, continuation_checked
+from gigafactory.services.rate_limits import RateLimits
 from gigafactory.services.specs import Submission, build_spec
 from gigafactory.settings import Settings
-from gigafactory.store.backend import NotFound, StoreError
+from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore, JobPage
 from gigafactory.workflow_view import (
     initial_search_attributes,
@@ -89,6 +92,8 @@ class JobService:
     settings: Settings
     lifecycle: Lifecycle
     clock: Clock
+    audit: AuditLog
+    rates: RateLimits
     # Products this process has recorded as existing (recording is idempotent; this only
     # saves the write on every submit).
     _known_products: set[str] = field(default_factory=set)
@@ -131,6 +136,7 @@ class JobService:
             InvalidInput: an unknown engine, a title search over 200 characters, or a
                 continuation token this listing did not return.
         """
+        check_page_size(self.settings, limit)
         if engine is not None and engine not in KNOWN_ENGINES:
             raise InvalidInput(
                 f"unknown engine {engine!r}; known engines: {', '.join(KNOWN_ENGINES)}",
@@ -145,7 +151,7 @@ class JobService:
         products = visible_products(key, product_id)
         if products == []:
             return JobPage([], None)  # as for a product without jobs: nothing to leak
-        try:
+        with continuation_checked():
             return await self.store.list_jobs(
                 products=products,
                 stage=stage,
@@ -157,14 +163,6 @@ class JobService:
                 limit=limit,
                 continuation=continuation,
             )
-        except StoreError as err:
-            if type(err) is not StoreError:  # NotFound & co. are not about the token
-                raise
-            raise InvalidInput(
-                f"invalid continuation token ({err}): pass the one the previous page returned "
-                "with the same filters",
-                field="continuation",
-            ) from None
 
     async def runs(self, key: ApiKey, job_id: str) -> list[Run]:
         """A job's attempts by lease epoch."""
@@ -175,10 +173,12 @@ class JobService:
         self, key: ApiKey, job_id: str, *, limit: int = 500, continuation: str | None = None
     ) -> tuple[list[Event], str | None]:
         """A job's events oldest first: transitions, routing decisions, fenced reports."""
+        check_page_size(self.settings, limit)
         job = await self.get(key, job_id)
-        return await self.store.list_events(
-            job.id, job.product_id, limit=limit, continuation=continuation
-        )
+        with continuation_checked():
+            return await self.store.list_events(
+                job.id, job.product_id, limit=limit, continuation=continuation
+            )
 
     async def read_log(
         self,
@@ -190,6 +190,7 @@ class JobService:
         limit: int = 1000,
     ) -> list[LogChunk]:
         """A job's log chunks (of one lease `epoch`, or all), after `after_seq`."""
+        check_page_size(self.settings, limit)
         job = await self.get(key, job_id)
         return await self.store.read_log(
             job.id, job.product_id, epoch=epoch, after_seq=after_seq, limit=limit
@@ -197,7 +198,12 @@ class JobService:
 
     # --- submit -------------------------------------------------------------------------------
     async def submit(self, key: ApiKey, submission: Submission) -> Job:
-        """Validate a submission and create the job (see `create`)."""
+        """Validate a submission and create the job (see `create`).
+
+        Raises:
+            RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
+        """
+        self.rates.submits.take(f"api:{key.id}")
         spec = build_spec(submission, key, self.settings)
         return await self.create(spec, submitted_by=f"api:{key.id}")
 
@@ -340,25 +346,27 @@ class JobService:
         Raises:
             Conflict: the job, or its workflow, has already finished.
         """
-        job = await self.get(key, job_id)
-        if job.stage in TERMINAL_STAGES:
-            raise Conflict(f"job {job_id} is already {job.stage.value}; nothing to cancel")
-        try:
-            await self.temporal.get_workflow_handle(job.workflow_id).cancel()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise Conflict(
-                    f"job {job_id}'s workflow has already finished; nothing to cancel"
-                ) from None
-            raise
-        await self.lifecycle.record_event(
-            job.id,
-            job.product_id,
-            kind="cancel_requested",
-            actor=f"api:{key.id}",
-            at=self.clock(),
-            reason=reason or "cancel requested",
-        )
+        async with self.audit.action(key, "job.cancel", f"job:{job_id}", reason=reason) as entry:
+            job = await self.get(key, job_id)
+            entry.product_id = job.product_id
+            if job.stage in TERMINAL_STAGES:
+                raise Conflict(f"job {job_id} is already {job.stage.value}; nothing to cancel")
+            try:
+                await self.temporal.get_workflow_handle(job.workflow_id).cancel()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    raise Conflict(
+                        f"job {job_id}'s workflow has already finished; nothing to cancel"
+                    ) from None
+                raise
+            await self.lifecycle.record_event(
+                job.id,
+                job.product_id,
+                kind="cancel_requested",
+                actor=f"api:{key.id}",
+                at=self.clock(),
+                reason=reason or "cancel requested",
+            )
         return job
 
     # --- factory reports ----------------------------------------------------------------------
@@ -372,7 +380,9 @@ class JobService:
             NotFoundError: no such job.
             Fenced: `epoch` is stale (recorded as a fenced report).
             Forbidden: the current lease is held by another factory or epoch.
+            RateLimited: the factory reported more than FLEET_RATE_REPORT_* allows.
         """
+        self.rates.reports.take(f"factory:{factory_id}")
         job = await self.find(job_id, product_id)
         job = await self.lifecycle.check_report(
             job.id,
@@ -427,6 +437,7 @@ class JobService:
         text: str,
     ) -> Job:
         """A factory streams a log chunk of the attempt (lease `epoch`) it runs."""
+        check_log_chunk(self.settings, text)
         job = await self.assigned(factory_id, job_id, product_id, epoch, what="log")
         await self.store.append_log(
             LogChunk(

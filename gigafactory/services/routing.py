@@ -40,6 +40,7 @@ from gigafactory.models import (
     ShadowDecision,
 )
 from gigafactory.services.access import require_product, require_role
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import InvalidInput
 from gigafactory.services.fleet_cache import FleetCache, FleetSnapshot
@@ -253,6 +254,7 @@ class RoutingService:
         queue: Queue,
         jobs: JobService,
         clock: Clock,
+        audit: AuditLog,
         *,
         defaults: FleetWeights | None = None,
         shadow: FleetWeights | None = None,
@@ -263,6 +265,7 @@ class RoutingService:
         self.queue = queue
         self.jobs = jobs
         self.clock = clock
+        self.audit = audit
         self.defaults = defaults or FleetWeights()
         self.shadow_weights = shadow if shadow is not None else parse_shadow_weights(settings)
         self.policy = policy or fleet_preemption_policy(settings)
@@ -347,22 +350,26 @@ class RoutingService:
         Raises:
             InvalidInput: naming the bad term.
         """
-        require_role(key, Role.OPERATOR, "changing routing settings")
-        require_product(key, product_id)
-        check_weights(weights, layer="product override", field="weights")
-        previous = await self.store.get_routing_weights(product_id)
-        kept = previous.preemption if previous else PreemptionSettings()
-        self._cache.pop(product_id, None)
-        stored = await self.store.put_routing_weights(
-            RoutingWeights(
-                product_id=product_id,
-                # Stored under the canonical (snake_case) term names.
-                weights={_snake(t): float(w) for t, w in weights.items()},
-                preemption=preemption if preemption is not None else kept,
-                updated_at=self.clock(),
-                updated_by=f"api:{key.id}",
+        data: dict[str, Any] = {"weights": dict(weights)}
+        if preemption is not None:
+            data["preemption"] = preemption.model_dump(mode="json", by_alias=True)
+        async with self.audit.product_action(key, "routing.weights", product_id, data=data):
+            require_role(key, Role.OPERATOR, "changing routing settings")
+            require_product(key, product_id)
+            check_weights(weights, layer="product override", field="weights")
+            previous = await self.store.get_routing_weights(product_id)
+            kept = previous.preemption if previous else PreemptionSettings()
+            self._cache.pop(product_id, None)
+            stored = await self.store.put_routing_weights(
+                RoutingWeights(
+                    product_id=product_id,
+                    # Stored under the canonical (snake_case) term names.
+                    weights={_snake(t): float(w) for t, w in weights.items()},
+                    preemption=preemption if preemption is not None else kept,
+                    updated_at=self.clock(),
+                    updated_by=f"api:{key.id}",
+                )
             )
-        )
         return self._view(product_id, stored)
 
     def _view(self, product_id: str, stored: RoutingWeights | None) -> WeightsView:

@@ -27,6 +27,7 @@ from gigafactory.contracts import (
 )
 from gigafactory.models import ApiKey, FactoryStatus, Job, Role, RunOutcome, Stage
 from gigafactory.services.access import require_role
+from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
 from gigafactory.services.errors import Conflict, Unavailable
 from gigafactory.services.factories import is_healthy
@@ -59,6 +60,7 @@ class ShippingService:
     lifecycle: Lifecycle
     jobs: JobService
     clock: Clock
+    audit: AuditLog
 
     async def ship(self, key: ApiKey, job_id: str, note: str | None = None) -> ShipOutcome:
         """Ship a succeeded job (operators).
@@ -69,8 +71,17 @@ class ShippingService:
             Conflict: the job is not succeeded, or its push was refused (with git's reason).
             Unavailable: no factory can run the push now.
         """
-        job = await self.jobs.get(key, job_id)
-        require_role(key, Role.OPERATOR, "shipping")
+        async with self.audit.action(key, "job.ship", f"job:{job_id}", reason=note) as entry:
+            require_role(key, Role.OPERATOR, "shipping")
+            job = await self.jobs.get(key, job_id)
+            entry.product_id = job.product_id
+            outcome = await self._ship(key, job, note)
+            if outcome.job.shipment is not None:
+                entry.data["commit"] = outcome.job.shipment.commit
+            entry.data["pending"] = outcome.pending
+            return outcome
+
+    async def _ship(self, key: ApiKey, job: Job, note: str | None) -> ShipOutcome:
         actor = f"api:{key.id}"
         if not job.spec.repo:
             shipped = await self.lifecycle.ship(job, actor=actor, note=note, at=self.clock())

@@ -17,6 +17,7 @@ from gigafactory.jobspec import inherit_child_fields, parse_job_spec
 from gigafactory.models import ApiKey, ChildSpec, JobSpec
 from gigafactory.services.access import product_not_found
 from gigafactory.services.errors import InvalidInput, TooLarge
+from gigafactory.services.limits import check_spec_sizes
 from gigafactory.settings import Settings
 from routing import FleetWeights, WeightsError
 
@@ -31,17 +32,15 @@ class Submission:
     spec_text: str | None = None
 
 
-def _too_large(what: str, size: int, limit: int) -> TooLarge:
-    return TooLarge(
-        f"{what} is {size} bytes; the limit is {limit} bytes (FLEET_MAX_SPEC_BYTES)", field=what
-    )
+def _too_large(what: str, size: int, limit: int, setting: str) -> TooLarge:
+    return TooLarge(f"{what} is {size} bytes; the limit is {limit} bytes ({setting})", field=what)
 
 
 def build_spec(submission: Submission, key: ApiKey, settings: Settings) -> JobSpec:
     """The validated spec of a submission, in a product the key may see.
 
     Raises:
-        TooLarge: the spec file or the prompt is over `FLEET_MAX_SPEC_BYTES`.
+        TooLarge: the spec file, a prompt or a label is over its limit (FLEET_MAX_*).
         JobSpecError: the spec file does not parse (the message names the column).
         InvalidInput: no product can be inferred, bad weights, or an invalid DAG.
         NotFoundError: the key may not see the product.
@@ -51,12 +50,13 @@ def build_spec(submission: Submission, key: ApiKey, settings: Settings) -> JobSp
     if submission.spec_text is not None:
         size = len(submission.spec_text.encode())
         if size > limit:
-            raise _too_large("spec", size, limit)
+            raise _too_large("spec", size, limit, "FLEET_MAX_SPEC_BYTES")
         spec = parse_job_spec(submission.spec_text, source="api", max_bytes=limit, overrides=fields)
     else:
-        prompt_size = len(str(fields.get("prompt") or "").encode())
-        if prompt_size > limit:
-            raise _too_large("prompt", prompt_size, limit)
+        # Checked before validation too, so a huge prompt costs no parsing.
+        prompt_size = len(str(fields.get("prompt") or "").encode(errors="surrogatepass"))
+        if prompt_size > settings.prompt_limit:
+            raise _too_large("prompt", prompt_size, settings.prompt_limit, "FLEET_MAX_PROMPT_BYTES")
         spec = JobSpec.model_validate(inherit_child_fields(fields))
     if "product_id" not in spec.model_fields_set:
         # Neither the request nor the spec file named a product: the key's only one, if so.
@@ -72,6 +72,7 @@ def build_spec(submission: Submission, key: ApiKey, settings: Settings) -> JobSp
         )
     if not key.may_see(spec.product_id):
         raise product_not_found(spec.product_id)
+    check_spec_sizes(settings, spec)
     if spec.routing_weights:
         check_weights(spec.routing_weights, layer="request override", field="routingWeights")
     check_dag(spec, settings)

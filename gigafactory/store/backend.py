@@ -44,6 +44,7 @@ CONTAINERS: tuple[str, ...] = (
     "queue",
     "lanes",
     "sessions",
+    "audit",
 )
 
 

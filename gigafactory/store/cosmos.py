@@ -70,6 +70,7 @@ ORDER_FIELDS: Mapping[str, tuple[str, ...]] = {
     "ledger": ("at",),
     "decisions": ("at",),
     "queue": ("waitingSince",),
+    "audit": ("at",),
 }
 
 # Large payloads nobody filters or orders on: kept out of the index to save write RUs.

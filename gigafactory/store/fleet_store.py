@@ -20,6 +20,7 @@ from gigafactory.models import (
     PRODUCT_RECORD_ID,
     ApiKey,
     Artifact,
+    AuditEvent,
     CamelModel,
     EnrollmentToken,
     Event,
@@ -50,7 +51,7 @@ from gigafactory.store.backend import (
     without_meta,
 )
 
-__all__ = ["EnrollmentRefused", "FleetStore", "JobPage"]
+__all__ = ["AuditPage", "EnrollmentRefused", "FleetStore", "JobPage"]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,29 @@ _JOB_DENORMALISED = ("priority", "engine", "titleSearch")
 
 
 class EnrollmentRefused(Exception):
-    """An enrollment token is unknown, expired or already used."""
+    """An enrollment token is unknown, expired or already used.
+
+    `token_known`: the token was issued (it is used or expired), as opposed to one nobody
+    issued, which is no more than an unauthenticated call.
+    """
+
+    def __init__(self, message: str, *, token_known: bool = False) -> None:
+        super().__init__(message)
+        self.token_known = token_known
 
 
 class JobPage:
     """A page of jobs and the continuation token of the next page."""
 
     def __init__(self, items: list[Job], continuation: str | None) -> None:
+        self.items = items
+        self.continuation = continuation
+
+
+class AuditPage:
+    """A page of audit events and the continuation token of the next page."""
+
+    def __init__(self, items: list[AuditEvent], continuation: str | None) -> None:
         self.items = items
         self.continuation = continuation
 
@@ -710,6 +727,44 @@ class FleetStore:
         docs = await self._query_all("sessions", FLEET_PARTITION, {"keyId": key_id})
         return [_from(UiSession, d) for d in docs]
 
+    # --- the audit log --------------------------------------------------------------------------
+    async def record_audit(self, event: AuditEvent) -> AuditEvent:
+        """Append an audit event (append-only: never updated or deleted by the store)."""
+        return _from(AuditEvent, await self.backend.create("audit", _doc(event)))
+
+    async def list_audit(
+        self,
+        *,
+        partitions: Sequence[str] | None = None,
+        action: str | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> AuditPage:
+        """Audit events newest first, filtered; `partitions=None` means every partition
+        (products and `_fleet`)."""
+        where: dict[str, Any] = {}
+        if partitions is not None:
+            where["productId"] = list(partitions)
+        for name, value in (("action", action), ("actor", actor), ("target", target)):
+            if value is not None:
+                where[name] = value
+        page = await self.backend.query(
+            "audit",
+            None,
+            Query(
+                where=where,
+                order_by="at",
+                descending=True,
+                limit=limit,
+                continuation=continuation,
+                greater_than=("at", _utc_text(since)) if since else None,
+            ),
+        )
+        return AuditPage([_from(AuditEvent, d) for d in page.items], page.continuation)
+
     async def create_api_key(self, key: ApiKey) -> ApiKey:
         """Store an API key (hashed). Raises AlreadyExists."""
         doc = _doc(key.model_copy(update={"product_id": FLEET_PARTITION}))
@@ -754,9 +809,9 @@ class FleetStore:
             if not hmac.compare_digest(token.token_hash.encode(), token_hash.encode()):
                 raise EnrollmentRefused("unknown enrollment token")
             if token.used_at is not None:
-                raise EnrollmentRefused("enrollment token already used")
+                raise EnrollmentRefused("enrollment token already used", token_known=True)
             if token.expires_at <= now:
-                raise EnrollmentRefused("enrollment token expired")
+                raise EnrollmentRefused("enrollment token expired", token_known=True)
             token.used_at = now
             token.used_by_factory = factory_id
             try:

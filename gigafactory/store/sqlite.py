@@ -125,6 +125,11 @@ MIGRATIONS: dict[int, list[str]] = {
         _create_table("sessions"),
         f"CREATE INDEX sessions_key ON {_table('sessions')} (product_id, {_expr('keyId')})",
     ],
+    # The audit log of operator and admin actions, newest first across products.
+    6: [
+        _create_table("audit"),
+        f"CREATE INDEX audit_at ON {_table('audit')} ({_expr('at')})",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

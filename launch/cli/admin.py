@@ -9,7 +9,7 @@ import typer
 from launch.cli.context import api, handles_errors
 from launch.cli.render import short_time, table
 
-__all__ = ["factory_app", "key_app"]
+__all__ = ["audit", "factory_app", "key_app"]
 
 key_app = typer.Typer(help="API keys (admins): create, list, revoke.", no_args_is_help=True)
 factory_app = typer.Typer(
@@ -61,6 +61,42 @@ def key_revoke(ctx: typer.Context, key_id: str) -> None:
     with api(ctx) as client:
         client.delete(f"/fleet/keys/{key_id}")
     typer.echo(f"revoked key {key_id}")
+
+
+@handles_errors
+def audit(
+    ctx: typer.Context,
+    action: Annotated[str | None, typer.Option(help="e.g. factory.revoke, key.create")] = None,
+    actor: Annotated[str | None, typer.Option(help="e.g. api:<keyId>")] = None,
+    target: Annotated[str | None, typer.Option(help="e.g. factory:<id>, job:<id>")] = None,
+    product: Annotated[str | None, typer.Option(help="Only this product's events.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time, e.g. 2026-01-31T12:00Z")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """The audit log (admins): who did what to which target, when, and how it ended."""
+    with api(ctx) as client:
+        page = client.get(
+            "/fleet/audit",
+            action=action,
+            actor=actor,
+            target=target,
+            productId=product,
+            since=since,
+            limit=limit,
+        )
+    rows = [
+        (
+            e["at"][:19].replace("T", " "),
+            e["actor"],
+            e["role"],
+            e["action"],
+            e["target"],
+            e["outcome"],
+            e.get("reason"),
+        )
+        for e in page["items"]
+    ]
+    typer.echo(table(["at", "actor", "role", "action", "target", "outcome", "reason"], rows))
 
 
 @factory_app.command("token")

@@ -11,7 +11,7 @@ import typer
 from launch.cli import factory_cmds as _factory_cmds  # noqa: F401  (registers commands)
 from launch.cli import jobs as jobs_cmds
 from launch.cli import stack_cmds
-from launch.cli.admin import factory_app, key_app
+from launch.cli.admin import audit, factory_app, key_app
 from launch.cli.budget_cmds import budget_app
 from launch.cli.routing_cmds import route_app
 from launch.cli.serve_cmds import serve_app
@@ -42,6 +42,7 @@ def _global(
 
 
 jobs_cmds.register(app)
+app.command("audit")(audit)
 stack_cmds.register(app)
 app.add_typer(factory_app, name="factory")
 app.add_typer(key_app, name="key")

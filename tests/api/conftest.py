@@ -48,6 +48,7 @@ class Api:
     settings: Settings
     admin_key: str
     product: str
+    app: Any = None
 
     @staticmethod
     def auth(token: str) -> dict[str, str]:
@@ -100,7 +101,9 @@ class Api:
         return await set_job(self.store, job_id, **changes)
 
 
-def make_settings(tmp_path: Path, server: TemporalDevServer, admin_key: str) -> Settings:
+def make_settings(
+    tmp_path: Path, server: TemporalDevServer, admin_key: str, **overrides: Any
+) -> Settings:
     return Settings(
         data_dir=tmp_path,
         temporal_address=server.address,
@@ -109,6 +112,7 @@ def make_settings(tmp_path: Path, server: TemporalDevServer, admin_key: str) -> 
         control_task_queue=f"fleet-control-api-{uuid.uuid4().hex[:8]}",
         max_spec_bytes=MAX_SPEC_BYTES,
         max_artifact_bytes=MAX_ARTIFACT_BYTES,
+        **overrides,
     )
 
 
@@ -121,20 +125,34 @@ async def store(tmp_path: Path) -> AsyncIterator[FleetStore]:
         await store.close()
 
 
-@pytest.fixture
-async def api(
-    tmp_path: Path, temporal_server: TemporalDevServer, client: Client, store: FleetStore
+@contextlib.asynccontextmanager
+async def running_api(
+    tmp_path: Path,
+    server: TemporalDevServer,
+    client: Client,
+    store: FleetStore,
+    **overrides: Any,
 ) -> AsyncIterator[Api]:
+    """The app on `store` with settings `overrides`, and every workflow its jobs started
+    terminated at the end."""
     _, admin_key = mint("gfk")
-    settings = make_settings(tmp_path, temporal_server, admin_key)
+    settings = make_settings(tmp_path, server, admin_key, **overrides)
     app = create_app(settings, store=store, temporal=client)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
     ):
-        yield Api(http, store, client, settings, admin_key, new_product())
+        yield Api(http, store, client, settings, admin_key, new_product(), app)
     # Clean up every workflow this test's jobs started.
     page = await store.list_jobs(limit=200)
     for job in page.items:
         with contextlib.suppress(RPCError):
             await client.get_workflow_handle(job.workflow_id).terminate(reason="test cleanup")
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, temporal_server: TemporalDevServer, client: Client, store: FleetStore
+) -> AsyncIterator[Api]:
+    async with running_api(tmp_path, temporal_server, client, store) as api:
+        yield api

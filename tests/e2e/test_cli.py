@@ -80,3 +80,26 @@ async def test_keys_scope_what_the_cli_sees(fleet: Fleet) -> None:
     cancelled = await cli(fleet, "cancel", job["id"])
     assert cancelled.returncode == 0, cancelled.stderr
     await fleet.wait_for(job["id"], ["cancelled"])
+
+
+async def test_audit_shows_who_did_what(fleet: Fleet) -> None:
+    created = await cli(
+        fleet, "key", "create", "--name", "audited", "--role", "operator", "--product", "e2e"
+    )
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.split()[1]
+    operator = created.stdout.strip().splitlines()[-1]
+    assert (await cli(fleet, "key", "revoke", key_id)).returncode == 0
+    refused = await cli(fleet, "audit", key=operator)
+    assert refused.returncode == 1 and "401" in refused.stderr  # revoked: not even an admin
+
+    shown = await cli(fleet, "audit", "--target", f"key:{key_id}")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.strip().splitlines()
+    assert lines[0].split() == ["AT", "ACTOR", "ROLE", "ACTION", "TARGET", "OUTCOME", "REASON"]
+    rows = [line.split() for line in lines[1:]]
+    # Newest first: the revocation, then the creation, both by the bootstrap admin.
+    assert [(r[2], r[3], r[4], r[5], r[6]) for r in rows] == [
+        ("api:bootstrap", "admin", "key.revoke", f"key:{key_id}", "ok"),
+        ("api:bootstrap", "admin", "key.create", f"key:{key_id}", "ok"),
+    ]

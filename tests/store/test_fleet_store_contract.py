@@ -11,6 +11,7 @@ from gigafactory.models import (
     FLEET_PARTITION,
     ApiKey,
     Artifact,
+    AuditEvent,
     EnrollmentToken,
     Event,
     Factory,
@@ -480,3 +481,41 @@ async def test_enrollment_concurrent_consumers_one_wins(store: FleetStore):
     assert all(isinstance(r, EnrollmentRefused) for r in results if r not in winners)
     stored = await store.backend.read("enrollments", FLEET_PARTITION, "t1")
     assert stored["usedByFactory"] == winners[0].used_by_factory
+
+
+# --- the audit log ----------------------------------------------------------------------------
+
+
+async def test_audit_events_newest_first_filtered_and_paged(store: FleetStore):
+    def event(n: int, product: str, action: str) -> AuditEvent:
+        return AuditEvent(
+            id=f"a{n:02d}",
+            product_id=product,
+            at=T0 + timedelta(seconds=n),
+            actor="api:k1" if n % 2 else "api:k2",
+            role="admin",
+            action=action,
+            target=f"job:{n}",
+            outcome="ok",
+        )
+
+    for n in range(6):
+        await store.record_audit(event(n, "acme", "job.cancel"))
+    await store.record_audit(event(6, FLEET_PARTITION, "factory.revoke"))
+    await store.record_audit(event(7, "beta", "job.ship"))
+    with pytest.raises(AlreadyExists):
+        await store.record_audit(event(7, "beta", "job.ship"))
+
+    every = (await store.list_audit()).items
+    assert [e.id for e in every] == [f"a{n:02d}" for n in reversed(range(8))]
+    acme = await store.list_audit(partitions=["acme"], limit=4)
+    assert [e.id for e in acme.items] == ["a05", "a04", "a03", "a02"]
+    rest = await store.list_audit(partitions=["acme"], limit=4, continuation=acme.continuation)
+    assert [e.id for e in rest.items] == ["a01", "a00"] and rest.continuation is None
+    fleet = await store.list_audit(partitions=[FLEET_PARTITION, "beta"])
+    assert [e.action for e in fleet.items] == ["job.ship", "factory.revoke"]
+    by_actor = await store.list_audit(actor="api:k2", action="job.cancel")
+    assert [e.id for e in by_actor.items] == ["a04", "a02", "a00"]
+    assert [e.id for e in (await store.list_audit(target="job:3")).items] == ["a03"]
+    since = await store.list_audit(since=T0 + timedelta(seconds=5))
+    assert [e.id for e in since.items] == ["a07", "a06"]

@@ -104,10 +104,11 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path):
     with closing(sqlite3.connect(path)) as conn:  # what version 1 left behind
         conn.execute("DROP INDEX jobs_stage_created")
         conn.execute("DROP INDEX ledger_at")
-        conn.execute('DROP TABLE "decisions"')  # and what versions 3, 4 and 5 added
+        conn.execute('DROP TABLE "decisions"')  # and what versions 3 to 6 added
         conn.execute('DROP TABLE "queue"')
         conn.execute('DROP TABLE "lanes"')
         conn.execute('DROP TABLE "sessions"')
+        conn.execute('DROP TABLE "audit"')
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.commit()
     backend = SQLiteBackend(path)
@@ -119,6 +120,6 @@ async def test_a_version_1_file_is_migrated(tmp_path: Path):
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"jobs_stage_created", "ledger_at", "decisions_at", "sessions_key"} <= names
-    assert {"decisions", "queue", "lanes", "sessions"} <= tables
-    assert "queue_lane" in names
-    assert int(version[0]) == SCHEMA_VERSION == 5
+    assert {"decisions", "queue", "lanes", "sessions", "audit"} <= tables
+    assert {"queue_lane", "audit_at"} <= names
+    assert int(version[0]) == SCHEMA_VERSION == 6

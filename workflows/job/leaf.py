@@ -365,11 +365,13 @@ class LeafStep:
         kind: str = "stage",
         data: dict[str, Any] | None = None,
     ) -> None:
-        """Record the run and the job's next stage (one local activity, one projection
-        write), free the slot for the next job, tell the budget controller the cost."""
+        """Tell the budget controller the cost, then record the run and the job's next
+        stage (one local activity, one projection write) and free the slot for the next
+        job: a job that reads finished has its spend counted by its controller already."""
         rec = self.record
         rec.cost_usd += result.cost_usd
         rec.exit_code = result.exit_code
+        await self._report_spend(epoch, result)
         await call_local(
             FINISH_RUN,
             FinishRunInput(
@@ -396,7 +398,6 @@ class LeafStep:
             ),
         )
         rec.show(stage, None, reason)
-        await self._report_spend(epoch, result)
 
     # --- budgets ------------------------------------------------------------------------------
     async def _admit(self) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from api.deps import ServicesDep
-from api.ui.outcome import REFUSALS, act, back, message_of, to_page
+from api.ui.outcome import REFUSALS, act, back, message_of, refused, to_page
 from api.ui.render import fragment, page
 from api.ui.session import PostDep, UiDep
 from gigafactory.budgets import BudgetConfig, BudgetWindow
@@ -35,13 +35,15 @@ async def budgets_page(
 ) -> Response:
     """Where each product stands against its budget (operators)."""
     context: dict[str, object] = {"notice": notice, "error": error, "windows": WINDOWS}
+    status = 200
     try:
         context["views"] = await services.budgets.list_views(ui.key)
     except Forbidden as err:
         context.update(views=None, refused=message_of(err))
+        status = 403
     except REFUSALS as err:
         context.update(views=None, unavailable=message_of(err))
-    return page(ui, "budgets.html", context)
+    return page(ui, "budgets.html", context, status=status)
 
 
 @router.get("/rows")
@@ -50,6 +52,8 @@ async def budget_rows(request: Request, ui: UiDep, services: ServicesDep) -> Res
     context: dict[str, object] = {"windows": WINDOWS}
     try:
         context["views"] = await services.budgets.list_views(ui.key)
+    except Forbidden as err:
+        return refused(ui, err, back_to="/ui")
     except REFUSALS as err:
         context.update(views=None, unavailable=message_of(err))
     return fragment(request, ui, "fragments/budget_rows.html", context)

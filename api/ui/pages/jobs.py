@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from api.deps import ServicesDep
 from api.ui.forms import JobFilters, SubmitForm, errors_at_fields, parse_submit_form
-from api.ui.outcome import REFUSALS, refused, to_page
+from api.ui.outcome import ACCESS_REFUSALS, REFUSALS, refused, status_for, to_page
 from api.ui.render import fragment, is_htmx, page
 from api.ui.session import PostDep, UiContext, UiDep
 from gigafactory.models import KNOWN_ENGINES, Priority, Stage
@@ -76,15 +76,18 @@ async def submit(request: Request, ui: PostDep, services: ServicesDep) -> Respon
         job = await services.jobs.submit(ui.key, form.submission())
     except (*REFUSALS, ValueError) as err:
         form.errors = errors_at_fields(err, form)
+        # At the field it names, with its own status: 422 for bad input, 403 or 404 when
+        # the key may not submit there.
+        status = status_for(err) if isinstance(err, ACCESS_REFUSALS) else 422
         context = {"form": form, "open_dialog": True, **_choices()}
         if is_htmx(request):
-            return page(ui, "fragments/submit_form.html", context, status=422)
+            return page(ui, "fragments/submit_form.html", context, status=status)
         filters = JobFilters()
         try:
             jobs = await _page_of(ui, services, filters)
         except REFUSALS as list_err:
             return refused(ui, list_err, back_to="/ui/jobs")
-        return page(ui, "jobs.html", {**context, "filters": filters, "jobs": jobs}, status=422)
+        return page(ui, "jobs.html", {**context, "filters": filters, "jobs": jobs}, status=status)
     target = f"/ui/jobs/{job.id}"
     if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": target})

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from api.deps import ServicesDep
 from api.ui.forms import FORM_ERROR, SubmitForm, errors_at_fields
-from api.ui.outcome import REFUSALS, act, refused, to_page
+from api.ui.outcome import ACCESS_REFUSALS, REFUSALS, act, refused, status_for, to_page
 from api.ui.render import is_htmx, page
 from api.ui.session import PostDep, UiDep
 from gigafactory.models import PreemptionSettings, Priority
@@ -104,7 +104,7 @@ async def dry_run(
             )
         except (*REFUSALS, ValueError) as err:
             form.errors = errors_at_fields(err, form)
-            status = 422
+            status = status_for(err) if isinstance(err, ACCESS_REFUSALS) else 422
     if is_htmx(request):
         return page(ui, "fragments/plan.html", context, status=status)
     context.update(weights=None, priorities=[p.value for p in Priority], notice=None)
