@@ -201,9 +201,17 @@ async def test_jobs_with_the_same_lock_never_overlap(fleet: Fleet) -> None:
         run = (await fleet.runs(job["id"]))[0]
         intervals.append((parse_time(run["startedAt"]), parse_time(run["finishedAt"])))
     assert max_overlap(intervals) == 1
-    # The lock workflow ends up free.
-    state = await fleet.client.get_workflow_handle(f"lock-{lock}").query(QUERY_LOCK_STATE)
-    assert state.holder is None if hasattr(state, "holder") else state["holder"] is None
+    # The lock workflow ends up free: the last holder releases it after its job reads
+    # succeeded (release follows the finish, so a queued job never overlaps a finishing one).
+    handle = fleet.client.get_workflow_handle(f"lock-{lock}")
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        state = await handle.query(QUERY_LOCK_STATE)
+        holder = state.holder if hasattr(state, "holder") else state["holder"]
+        if holder is None or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert holder is None, f"lock {lock} still held by {holder}"
 
 
 async def test_cancel_at_every_stage(fleet: Fleet) -> None:
