@@ -99,6 +99,7 @@ class DevStack:
         control_processes: How many `serve control` processes (not in process).
         api_processes: How many `serve api` processes (not in process): the first on the
             API port, the others on free ports; local factories report to them in turn.
+        env: Extra environment of every process the stack starts (a chaos run's sim trace).
     """
 
     settings: Settings
@@ -109,6 +110,7 @@ class DevStack:
     control_processes: int = 1
     api_processes: int = 1
     admin_key: str = ""
+    env: dict[str, str] = field(default_factory=dict)
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
@@ -198,7 +200,7 @@ class DevStack:
     ) -> ManagedProcess:
         """Start `gigafactory COMMAND` with this stack's settings in its environment."""
         s = self.settings
-        env = {**os.environ, **settings_env(s), **(extra_env or {})}
+        env = {**os.environ, **self.env, **settings_env(s), **(extra_env or {})}
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "launch.cli.main", *command],
