@@ -17,6 +17,7 @@ from gigafactory.models import Job
 from gigafactory.store.fleet_store import FleetStore
 from launch.chaos.records import (
     Evidence,
+    FencedReport,
     JobRecord,
     RunRecord,
     SpendEntry,
@@ -86,13 +87,17 @@ async def _controller_spend(http: httpx.AsyncClient, products: list[str]) -> dic
 
 async def _record(store: FleetStore, client: Client, job: Job) -> JobRecord:
     runs = await store.list_runs(job.id, job.product_id)
-    fenced: list[int] = []
+    fenced: list[FencedReport] = []
     continuation: str | None = None
     while True:
         events, continuation = await store.list_events(
             job.id, job.product_id, continuation=continuation
         )
-        fenced += [e.epoch or 0 for e in events if e.kind == "fenced"]
+        fenced += [
+            FencedReport(e.epoch or 0, e.actor.removeprefix("factory:"), e.at.timestamp())
+            for e in events
+            if e.kind == "fenced"
+        ]
         if not continuation:
             break
     return JobRecord(
@@ -112,7 +117,7 @@ async def _record(store: FleetStore, client: Client, job: Job) -> JobRecord:
             )
             for r in runs
         ),
-        fenced_epochs=tuple(fenced),
+        fenced=tuple(fenced),
     )
 
 
@@ -126,6 +131,7 @@ async def gather_evidence(
     trace_file: Path,
     logs_dir: Path,
     slots: dict[str, int],
+    kills: list[tuple[str, float]],
 ) -> Evidence:
     """Read everything the invariants need (the stack still running)."""
     jobs = {
@@ -156,5 +162,6 @@ async def gather_evidence(
         slots=slots,
         stale_answered=answered,
         abandoned=abandoned,
+        kills=kills,
         locks={j.id: j.lock for j in jobs.values() if j.lock is not None},
     )

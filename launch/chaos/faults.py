@@ -72,8 +72,10 @@ async def do_fault(stack: DevStack, fault: Fault) -> FaultRecord:
             assert fault.target is not None
             process = factory_process(stack, fault.target)
             process.signal_group(signal.SIGSTOP)
-            await asyncio.sleep(fault.hold_s)
-            process.signal_group(signal.SIGCONT)
+            try:
+                await asyncio.sleep(fault.hold_s)
+            finally:  # also when the run is interrupted: a frozen process cannot stop
+                process.signal_group(signal.SIGCONT)
         elif fault.kind is FaultKind.RESTART_CONTROL:
             await _restart(_named(stack, "control-"), fault.hold_s)
         elif fault.kind is FaultKind.RESTART_API:

@@ -152,30 +152,38 @@ def lock_overlaps(ev: Evidence) -> list[str]:
     return pairs
 
 
+# A fenced report's answer is lost when its factory is SIGKILLed this soon after.
+KILL_WINDOW_S = 2.0
+
+
 def stale_reports_fenced(ev: Evidence) -> tuple[int, int, list[str]]:
     """Stale reports the factories sent, `fenced` events the store recorded, and the
     (job, epoch) pairs where the two disagree.
 
     Per (job, epoch), the factories' logs give A reports answered "fenced" and B given up in
     flight (the run was stopped, fenced by another report, before their answer came); the
-    store gives F fenced events. Every answered report must be one of the F, and every one
-    of the F must be a report sent: A <= F <= A + B. The reports sent are A plus the
-    abandoned ones the store fenced.
+    store gives F fenced events, K of them sent by a factory SIGKILLed within
+    KILL_WINDOW_S after (it could not log the answer). Every answered report must be one
+    of the F, and every one of the F must be a report sent: A <= F <= A + B + K. The reports
+    sent are A plus the abandoned and killed ones the store fenced.
     """
     fenced: dict[tuple[str, int], int] = defaultdict(int)
+    unheard: dict[tuple[str, int], int] = defaultdict(int)
     for job in ev.jobs.values():
-        for epoch in job.fenced_epochs:
-            fenced[(job.id, epoch)] += 1
+        for report in job.fenced:
+            fenced[(job.id, report.epoch)] += 1
+            if any(
+                f == report.factory_id and 0 <= at - report.at <= KILL_WINDOW_S
+                for f, at in ev.kills
+            ):
+                unheard[(job.id, report.epoch)] += 1
     sent = 0
     broken = []
     for key in set(fenced) | set(ev.stale_answered):
-        answered, abandoned, f = (
-            ev.stale_answered.get(key, 0),
-            ev.abandoned.get(key, 0),
-            fenced[key],
-        )
-        sent += min(max(f, answered), answered + abandoned)
-        if not answered <= f <= answered + abandoned:
+        answered, f = ev.stale_answered.get(key, 0), fenced[key]
+        most = answered + ev.abandoned.get(key, 0) + unheard[key]
+        sent += min(max(f, answered), most)
+        if not answered <= f <= most:
             broken.append(f"{key[0]}@{key[1]}")
     return sent, sum(fenced.values()), broken
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Evidence",
+    "FencedReport",
     "JobRecord",
     "RunRecord",
     "SimInterval",
@@ -33,6 +34,15 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class FencedReport:
+    """A `fenced` event: the stale lease epoch, the factory that sent it, when (epoch s)."""
+
+    epoch: int
+    factory_id: str
+    at: float
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One job: its store projection (None stage: not in the store), its workflow's status
     in Temporal (None: no such workflow), its lock, runs and fenced reports."""
@@ -45,7 +55,7 @@ class JobRecord:
     lock: str | None = None
     is_parent: bool = False
     runs: tuple[RunRecord, ...] = ()
-    fenced_epochs: tuple[int, ...] = ()  # the epoch of each `fenced` event
+    fenced: tuple[FencedReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,8 @@ class Evidence:
     `accepted` are the job ids the API acknowledged (201); `jobs` every job of the run's
     products (children and duplicates of retried submissions included), by id. From the
     factories' logs, by (job, epoch): `stale_answered` the reports answered "fenced" (409),
-    `abandoned` those given up while in flight.
+    `abandoned` those given up while in flight. `kills` are the (factory, wall time) of
+    every SIGKILL of a factory process.
     """
 
     accepted: list[str]
@@ -92,6 +103,7 @@ class Evidence:
     slots: dict[str, int]
     stale_answered: dict[tuple[str, int], int]
     abandoned: dict[tuple[str, int], int]
+    kills: list[tuple[str, float]] = field(default_factory=list)
     locks: dict[str, str] = field(default_factory=dict)
 
 

@@ -333,6 +333,7 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
             trace_file=trace_file,
             logs_dir=stack.settings.data_dir / "logs",
             slots=dict.fromkeys(factory_ids, options.slots),
+            kills=[(f.target, f.at) for f in done if f.kind is FaultKind.KILL_FACTORY and f.target],
         )
         started_at: dict[str, datetime] = {}
         for job_id in subs.accepted:

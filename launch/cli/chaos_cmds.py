@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -69,6 +70,8 @@ def chaos(
         drain_timeout_s=drain_timeout,
         data_dir=data_dir,
     )
+    # SIGTERM stops the run as Ctrl-C does: the stack is stopped, nothing is left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(run_chaos(settings, options))
     typer.echo(render_report(result))
     if report is not None:
