@@ -35,6 +35,7 @@ from launch.chaos.faults import FaultRecord, do_fault
 from launch.chaos.invariants import TERMINAL, Check, check_all, stale_reports_fenced
 from launch.chaos.plan import BUDGET_PRODUCT, Fault, FaultKind, JobPlan, plan_faults, plan_jobs
 from launch.chaos.records import Evidence
+from launch.devserver import free_port
 from launch.stack import DevStack, LocalFactory
 
 __all__ = ["ChaosOptions", "ChaosReport", "run_chaos"]
@@ -283,6 +284,9 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
     chaos_settings = settings.model_copy(
         update={
             "data_dir": data_dir,
+            # Ports of its own: a `gigafactory dev` started meanwhile keeps the usual ones.
+            "api_port": free_port(settings.api_host),
+            "temporal_port": free_port(),
             "temporal_address": None,
             "rate_submit_per_s": 0,
             "budgets": True,
