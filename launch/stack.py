@@ -27,6 +27,7 @@ import uvicorn
 from temporalio.client import Client
 
 from api.app import create_app
+from gigafactory.observability.process import start_process_observability
 from gigafactory.security import mint
 from gigafactory.settings import Settings, settings_env
 from gigafactory.store import open_store
@@ -99,6 +100,8 @@ class DevStack:
         control_processes: How many `serve control` processes (not in process).
         api_processes: How many `serve api` processes (not in process): the first on the
             API port, the others on free ports; local factories report to them in turn.
+        metrics: Every process serves its own metrics and the Temporal SDK's, each on a
+            free port (`metrics_urls`); the API serves the fleet's on `/metrics` anyway.
     """
 
     settings: Settings
@@ -108,7 +111,9 @@ class DevStack:
     in_process: bool = False
     control_processes: int = 1
     api_processes: int = 1
+    metrics: bool = False
     admin_key: str = ""
+    metrics_urls: dict[str, str] = field(default_factory=dict)
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
@@ -153,6 +158,11 @@ class DevStack:
                 updates["ui_port"] = ui_port
                 if s.temporal_ui_url is None:  # job pages of the web UI link to it
                     updates["temporal_ui_url"] = self.temporal_server.ui_url
+        if not self.in_process:
+            # Each child gets metrics ports of its own (one fixed port cannot serve them all).
+            updates.update(metrics_port=None, sdk_metrics_port=None)
+        elif self.metrics:
+            updates.update(self._metrics_ports("dev"))
         # The resolved settings are what children (factories, URLs) must see.
         self.settings = s = s.model_copy(update=updates)
         self.client = await connect_temporal(s)
@@ -166,6 +176,7 @@ class DevStack:
     async def _start_in_process(self) -> None:
         s = self.settings
         assert self.client is not None
+        start_process_observability(s, "dev")
         self.store = await open_store(s)
         self._control = ControlPlane(self.client, self.store, s)
         await self._control.start()
@@ -198,7 +209,9 @@ class DevStack:
     ) -> ManagedProcess:
         """Start `gigafactory COMMAND` with this stack's settings in its environment."""
         s = self.settings
-        env = {**os.environ, **settings_env(s), **(extra_env or {})}
+        ports = self._metrics_ports(name) if self.metrics else {}
+        metrics_env = {f"FLEET_{k.upper()}": str(v) for k, v in ports.items()}
+        env = {**os.environ, **settings_env(s), **metrics_env, **(extra_env or {})}
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "launch.cli.main", *command],
@@ -245,6 +258,7 @@ class DevStack:
             await asyncio.to_thread(process.stop)
         self.processes = []
         self.api_urls = []
+        self.metrics_urls = {}
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
@@ -376,6 +390,15 @@ class DevStack:
     @property
     def temporal_address(self) -> str | None:
         return self.settings.temporal_address
+
+    def _metrics_ports(self, name: str) -> dict[str, int]:
+        """Free ports for `name`'s metrics and the SDK's, remembered in `metrics_urls`."""
+        host = self.settings.metrics_host
+        ports = {"metrics_port": free_port(host), "sdk_metrics_port": free_port(host)}
+        self.metrics_urls[name] = f"http://{host}:{ports['metrics_port']}/metrics"
+        sdk = f"http://{host}:{ports['sdk_metrics_port']}/metrics"
+        self.metrics_urls[f"{name} (Temporal SDK)"] = sdk
+        return ports
 
     def _port(self, what: str, flag: str, port: int) -> int:
         host = self.settings.api_host if what == "API" else "127.0.0.1"

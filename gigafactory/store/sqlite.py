@@ -470,6 +470,21 @@ class SQLiteBackend:
             continuation = _encode_token(*rows[-1][2:])
         return Page([_out(body, etag) for body, etag, *_ in rows], continuation)
 
+    async def total(
+        self, container: str, product_id: str | None, field: str, where: Mapping[str, Any]
+    ) -> float:
+        """The sum of a numeric field over the documents matching the equality filters."""
+        table = _table(container)
+        clauses, params = _where(product_id, where)
+        sql = f"SELECT TOTAL({_expr(field)}) FROM {table}" + (
+            f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        )
+
+        def op(conn: sqlite3.Connection) -> float:
+            return float(conn.execute(sql, params).fetchone()[0])
+
+        return await self._run(op)
+
     async def count(self, container: str, product_id: str | None, where: Mapping[str, Any]) -> int:
         """How many documents match the equality filters."""
         table = _table(container)

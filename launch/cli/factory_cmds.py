@@ -98,6 +98,10 @@ def factory_run(
                 code=2,
             ) from None
 
+    from gigafactory.observability.process import start_process_observability
+
+    start_process_observability(settings, "factory")
+
     async def run() -> None:
         client = await connect_temporal(settings)
         runtime = FactoryRuntime(
