@@ -19,9 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gigafactory.observability.span_file import read_spans
-from gigafactory.settings import Settings
 from launch.devserver import TemporalDevServer, free_port
 from launch.stack import DevStack, LocalFactory
+from tests.support.stacks import process_stack_settings
 
 pytestmark = pytest.mark.temporal
 
@@ -61,15 +61,8 @@ async def test_metrics_and_traces_of_a_stack_of_processes(
     temporal_server: TemporalDevServer, tmp_path: Path
 ) -> None:
     product = f"obs{free_port()}"
-    settings = Settings(
-        data_dir=tmp_path,
-        temporal_address=temporal_server.address,
-        control_task_queue=f"fleet-control-obs-{free_port()}",
-        api_port=free_port(),
-        budgets=True,
-        factory_heartbeat_interval_s=0.5,
-        metrics_cache_s=0,
-        tracing="file",
+    settings = process_stack_settings(
+        temporal_server, tmp_path, "obs", metrics_cache_s=0, tracing="file"
     )
     stack = DevStack(
         settings,
