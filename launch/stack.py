@@ -20,6 +20,7 @@ import socket
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -37,7 +38,7 @@ from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
 from launch.processes import ManagedProcess, pid_dir, stop_orphans
 
-__all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
+__all__ = ["DevStack", "LocalFactory", "PortInUse", "StackStartError", "port_is_free"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,19 @@ class _QuietServer(uvicorn.Server):
 
 class PortInUse(RuntimeError):
     """A port the stack was told to use is taken."""
+
+
+class StackStartError(RuntimeError):
+    """A part of the stack could not start (the message says which, and why)."""
+
+
+def _last_line(log: Path) -> str:
+    """The last line a child wrote to its log (usually the error it died of)."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "nothing logged"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -134,6 +148,7 @@ class DevStack:
         stopped = await asyncio.to_thread(stop_orphans, pid_dir(s.data_dir))
         if stopped:
             logger.warning("stopped what an earlier stack left running: %s", ", ".join(stopped))
+        await self._open_store()
         self.admin_key = s.admin_key or mint("gfk")[1]
         api_port = self._port("API", "--api-port", s.api_port)
         updates: dict[str, object] = {"api_port": api_port, "admin_key": self.admin_key}
@@ -161,12 +176,34 @@ class DevStack:
         else:
             await self._start_processes()
         for factory in self.factories:
-            await self.add_factory(factory)
+            try:
+                await self.add_factory(factory)
+            except StackStartError:
+                raise
+            except (RuntimeError, TimeoutError) as err:  # enrollment refused, never healthy
+                raise StackStartError(f"factory {factory.id}: {err}") from err
+
+    async def _open_store(self) -> None:
+        """Open the store before anything starts, so a store that cannot open is named
+        here rather than in a child's log; in process the stack keeps it."""
+        s = self.settings
+        where = (
+            f"{s.cosmos_endpoint} database {s.cosmos_database}"
+            if s.store == "cosmos"
+            else str(s.resolved_sqlite_path)
+        )
+        try:
+            store = await open_store(s)
+        except Exception as err:
+            raise StackStartError(f"the {s.store} store cannot open ({where}): {err}") from err
+        if self.in_process:
+            self.store = store
+        else:
+            await store.close()
 
     async def _start_in_process(self) -> None:
         s = self.settings
-        assert self.client is not None
-        self.store = await open_store(s)
+        assert self.client is not None and self.store is not None
         self._control = ControlPlane(self.client, self.store, s)
         await self._control.start()
         app = create_app(s, store=self.store, temporal=self.client)
@@ -210,6 +247,13 @@ class DevStack:
         self.processes.append(process)
         return process
 
+    @staticmethod
+    def _stopped(process: ManagedProcess) -> StackStartError:
+        return StackStartError(
+            f"{process.name} stopped while the stack started: {_last_line(process.log_path)} "
+            f"(log: {process.log_path})"
+        )
+
     async def _wait_api(self, url: str, timeout_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -217,10 +261,7 @@ class DevStack:
             while True:
                 for process in self.processes:
                     if not process.running():
-                        raise RuntimeError(
-                            f"{process.name} stopped while the stack started; see "
-                            f"{process.log_path}"
-                        )
+                        raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/healthz")).status_code == 200:
                         return
@@ -229,7 +270,21 @@ class DevStack:
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        """Stop factories, API, control plane, store and dev server, in that order."""
+        """Stop factories, API, control plane, store and dev server, in that order.
+
+        The dev server and the child processes stop even when stopping another part fails.
+        """
+        try:
+            await self._stop_parts()
+        finally:
+            for process in self.processes:  # left by a failure above
+                await asyncio.to_thread(process.stop)
+            self.processes = []
+            if self.temporal_server is not None:
+                self.temporal_server.stop()
+                self.temporal_server = None
+
+    async def _stop_parts(self) -> None:
         in_process, self._in_process = self._in_process, []
         for item in in_process:
             item.stop.set()
@@ -243,22 +298,21 @@ class DevStack:
         )
         for process in order:
             await asyncio.to_thread(process.stop)
-        self.processes = []
+            self.processes.remove(process)
         self.api_urls = []
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task
         self._api = self._api_task = None
-        if self._control is not None:
-            await self._control.stop()
-            self._control = None
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-        if self.temporal_server is not None:
-            self.temporal_server.stop()
-            self.temporal_server = None
+        control, self._control = self._control, None
+        store, self.store = self.store, None
+        try:
+            if control is not None:
+                await control.stop()
+        finally:
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> DevStack:
         await self.start()
@@ -325,7 +379,7 @@ class DevStack:
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=5) as http:
             while True:
                 if not process.running():
-                    raise RuntimeError(f"factory {factory_id} stopped; see {process.log_path}")
+                    raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     r = await http.get(f"/fleet/factories/{factory_id}")
                     if r.status_code == 200 and r.json().get("healthy"):

@@ -73,9 +73,9 @@ def dev(
         data_dir=data_dir,
         store=store,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     # Imported here: the stack pulls in the API and Temporal, which `--help` needs not.
-    from launch.stack import DevStack, LocalFactory, PortInUse
+    from launch.stack import DevStack, LocalFactory, PortInUse, StackStartError
 
     local = [
         LocalFactory(id=f"local-{i + 1}", engines=split_list(engines), slots=slots)
@@ -126,6 +126,8 @@ def dev(
         asyncio.run(run())
     except PortInUse as err:
         raise CliError(str(err), code=2) from None
+    except StackStartError as err:
+        raise CliError(f"the dev stack did not start: {err}") from None
 
 
 @handles_errors
