@@ -36,7 +36,13 @@ from gigafactory.temporal_client import connect_temporal
 from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
-from launch.processes import ManagedProcess, pid_dir, stop_orphans
+from launch.processes import (
+    ManagedProcess,
+    claim_data_dir,
+    pid_dir,
+    release_data_dir,
+    stop_orphans,
+)
 
 __all__ = ["DevStack", "LocalFactory", "PortInUse", "StackStartError", "port_is_free"]
 
@@ -132,6 +138,7 @@ class DevStack:
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
     _in_process: list[_InProcess] = field(default_factory=list)
+    _claimed: bool = False  # this stack owns the data directory (its `stack.pid`)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,6 +152,13 @@ class DevStack:
     async def _start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        owner = claim_data_dir(pid_dir(s.data_dir))
+        if owner is not None:
+            raise StackStartError(
+                f"a dev stack (pid {owner}) already runs on {s.data_dir}: stop it first, "
+                "or use another --data-dir"
+            )
+        self._claimed = True
         stopped = await asyncio.to_thread(stop_orphans, pid_dir(s.data_dir))
         if stopped:
             logger.warning("stopped what an earlier stack left running: %s", ", ".join(stopped))
@@ -283,6 +297,9 @@ class DevStack:
             if self.temporal_server is not None:
                 self.temporal_server.stop()
                 self.temporal_server = None
+            if self._claimed:
+                release_data_dir(pid_dir(self.settings.data_dir))
+                self._claimed = False
 
     async def _stop_parts(self) -> None:
         in_process, self._in_process = self._in_process, []

@@ -225,8 +225,17 @@ async def test_a_sigkilled_stack_is_cleaned_up_and_its_jobs_finish_on_restart(
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["id"])
             await wait_for_stage(http, ids[0], ("running",), 60)
-        orphans = recorded_pids(data_dir)
+        # A second stack on the same data directory is refused: the first one's children
+        # are not orphans while it runs.
+        other_log = tmp_path / "dev-other.out"
+        other = start_dev(dev_command(data_dir, DevPorts()), env, other_log)
+        assert await asyncio.to_thread(other.wait, 60) == 1, other_log.read_text()
+        assert f"a dev stack (pid {first.pid}) already runs" in other_log.read_text()
+        recorded = recorded_pids(data_dir)
+        assert recorded.pop("stack") == first.pid
+        orphans = recorded
         assert {"temporal", "api", "control-1", "factory-local-1"} <= set(orphans), orphans
+        assert all(alive(pid) for pid in orphans.values())
         # The crash: nothing runs the stack's clean-up.
         if kill == "process-group":
             os.killpg(first.pid, signal.SIGKILL)

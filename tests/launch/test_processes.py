@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from launch.processes import ManagedProcess, stop_orphans
+from launch.processes import ManagedProcess, claim_data_dir, release_data_dir, stop_orphans
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
@@ -39,3 +39,24 @@ def test_a_pid_now_used_by_another_program_is_left_alone(tmp_path: Path) -> None
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_live_stack_keeps_its_data_directory_and_a_dead_ones_claim_is_taken(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "pids"
+    # A live stack in another process owns the directory.
+    stack = ManagedProcess("stack", SLEEPER, pid_directory=pids, log_path=tmp_path / "l")
+    stack.start()
+    try:
+        assert claim_data_dir(pids) == stack.pid
+        assert stop_orphans(pids, timeout_s=5) == [], "a stack is never its own orphan"
+        assert stack.running()
+    finally:
+        stack.stop()
+    # Once it is gone (its pid file left behind) this process claims the directory.
+    (pids / "stack.pid").write_text(f"{stack.pid}\n{' '.join(SLEEPER)} \n")
+    assert claim_data_dir(pids) is None
+    assert claim_data_dir(pids) is None, "claiming twice from one process is harmless"
+    release_data_dir(pids)
+    assert not (pids / "stack.pid").exists()
