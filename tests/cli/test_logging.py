@@ -31,24 +31,23 @@ def restored_levels() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_levels")
-def test_http_loggers_are_quiet_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FLEET_LOG_HTTP", raising=False)
+@pytest.mark.parametrize(
+    ("log_http", "level", "expected"),
+    [(None, "INFO", logging.WARNING), ("true", "DEBUG", logging.DEBUG)],
+    ids=["quiet-by-default", "fleet-log-http"],
+)
+def test_http_loggers_are_quiet_unless_fleet_log_http_asks(
+    monkeypatch: pytest.MonkeyPatch, log_http: str | None, level: str, expected: int
+) -> None:
+    if log_http is None:
+        monkeypatch.delenv("FLEET_LOG_HTTP", raising=False)
+    else:
+        monkeypatch.setenv("FLEET_LOG_HTTP", log_http)
     settings = Settings()
-    assert settings.log_http is False
-    logging.getLogger().setLevel(logging.INFO)
-    configure_logging("INFO", http=settings.log_http)
+    assert settings.log_http is (log_http is not None)
+    logging.getLogger().setLevel(level)  # basicConfig leaves a configured root alone
+    configure_logging(level, http=settings.log_http)
     for name in NOISY:
-        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+        assert logging.getLogger(name).getEffectiveLevel() == expected, name
     # Our own loggers keep the level asked for.
-    assert logging.getLogger("launch.stack").isEnabledFor(logging.INFO)
-
-
-@pytest.mark.usefixtures("restored_levels")
-def test_fleet_log_http_lets_them_log_at_the_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLEET_LOG_HTTP", "true")
-    settings = Settings()
-    assert settings.log_http is True
-    logging.getLogger().setLevel(logging.DEBUG)
-    configure_logging("DEBUG", http=settings.log_http)
-    for name in NOISY:
-        assert logging.getLogger(name).getEffectiveLevel() == logging.DEBUG, name
+    assert logging.getLogger("launch.stack").getEffectiveLevel() == logging.getLevelName(level)
