@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -148,6 +148,32 @@ class DevStack:
         except BaseException:
             await self.stop()
             raise
+
+    async def start_unless(self, interrupt: asyncio.Event) -> bool:
+        """Start, unless `interrupt` is set first (a Ctrl-C while starting): then stop what
+        had started. Whether the stack started."""
+        starting = asyncio.create_task(self.start(), name="stack-start")
+        interrupted = asyncio.create_task(interrupt.wait(), name="stack-start-interrupt")
+        try:
+            await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not starting.done():
+                starting.cancel()  # start() stops what it started on its way out
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()  # a start-up failure
+        return True
+
+    @contextlib.asynccontextmanager
+    async def stopping(self) -> AsyncIterator[DevStack]:
+        """Stop the started stack when the block ends, however it ends."""
+        try:
+            yield self
+        finally:
+            await self.stop()
 
     async def _start(self) -> None:
         s = self.settings

@@ -95,7 +95,10 @@ def dev(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with stack:
+        if not await stack.start_unless(stop):
+            typer.echo("stopped while starting; everything it had started is stopped")
+            return
+        async with stack.stopping():
             write_stack_file(
                 stack.settings,
                 {

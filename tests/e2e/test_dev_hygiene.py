@@ -139,6 +139,27 @@ def start_dev(command: list[str], env: dict[str, str], log: Path) -> subprocess.
         )
 
 
+async def watch(
+    process: subprocess.Popen[str],
+    data_dir: Path,
+    seen: set[int],
+    names: set[str],
+    interrupt_once: str | None = None,
+) -> None:
+    """Until `process` exits, add every process it starts (its process tree and its pid
+    files, so nothing escapes the check) to `seen` and their names to `names`; SIGINT it
+    once a pid file named `interrupt_once` appears."""
+    interrupted = False
+    while process.poll() is None:
+        recorded = recorded_pids(data_dir)
+        names |= set(recorded)
+        seen |= descendants(process.pid) | set(recorded.values())
+        if interrupt_once in recorded and not interrupted:
+            process.send_signal(signal.SIGINT)
+            interrupted = True
+        await asyncio.sleep(0.05)
+
+
 async def wait_until_up(process: subprocess.Popen[str], log: Path, timeout_s: float) -> None:
     """Until the stack printed its banner (everything started)."""
     deadline = time.monotonic() + timeout_s
@@ -183,12 +204,7 @@ async def test_a_stack_that_cannot_start_leaves_nothing_running(
     seen: set[int] = set()
     names: set[str] = set()
     with reaped(seen):  # read when the block ends: everything seen by then
-        # Everything it starts is recorded while it runs, so nothing escapes the check.
-        while process.poll() is None:
-            recorded = recorded_pids(data_dir)
-            names |= set(recorded)
-            seen |= descendants(process.pid) | set(recorded.values())
-            await asyncio.sleep(0.05)
+        await watch(process, data_dir, seen, names)
         output = log.read_text()
         assert process.returncode != 0, output
         assert "Traceback" not in output, output
@@ -197,6 +213,28 @@ async def test_a_stack_that_cannot_start_leaves_nothing_running(
         if broken == "factory":
             # Otherwise the test proves nothing about stopping what was started.
             assert {"temporal", "api", "control-1"} <= names, (names, output)
+        assert [pid for pid in seen if alive(pid)] == []
+        assert recorded_pids(data_dir) == {}
+        assert all(port_is_free("127.0.0.1", port) for port in ports.all())
+
+
+async def test_ctrl_c_while_starting_stops_what_had_started(tmp_path: Path) -> None:
+    ports = DevPorts()
+    _, key = mint("gfk")
+    data_dir = tmp_path / "data"
+    log = tmp_path / "dev.out"
+    command = dev_command(data_dir, ports, "--factories", "1", "--engines", "sim")
+    process = start_dev(command, dev_env(key), log)
+    seen: set[int] = set()
+    names: set[str] = set()
+    with reaped(seen):
+        # Ctrl-C once the control plane has been started, before the stack is up.
+        await watch(process, data_dir, seen, names, interrupt_once="control-1")
+        output = log.read_text()
+        assert "control-1" in names, output
+        assert process.returncode == 0, output
+        assert "Ctrl-C stops everything" not in output, "it had started completely"
+        assert "stopped while starting" in output, output
         assert [pid for pid in seen if alive(pid)] == []
         assert recorded_pids(data_dir) == {}
         assert all(port_is_free("127.0.0.1", port) for port in ports.all())
