@@ -140,6 +140,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Process hygiene: third-party HTTP logging (the Azure SDK's requests and headers,
+    # httpx, uvicorn's access log) at the log level instead of WARNING.
+    log_http: bool = False
+
     @property
     def prompt_limit(self) -> int:
         """The largest prompt (of a job or a child) in bytes."""

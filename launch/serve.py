@@ -60,5 +60,5 @@ def serve_api(settings: Settings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning" if settings.log_level.upper() == "INFO" else settings.log_level.lower(),
-        access_log=False,
+        access_log=settings.log_http,
     )

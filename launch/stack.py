@@ -18,8 +18,9 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -36,9 +37,15 @@ from gigafactory.temporal_client import connect_temporal
 from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
-from launch.processes import ManagedProcess, pid_dir, stop_orphans
+from launch.processes import (
+    ManagedProcess,
+    claim_data_dir,
+    pid_dir,
+    release_data_dir,
+    stop_orphans,
+)
 
-__all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
+__all__ = ["DevStack", "LocalFactory", "PortInUse", "StackStartError", "port_is_free"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,19 @@ class _QuietServer(uvicorn.Server):
 
 class PortInUse(RuntimeError):
     """A port the stack was told to use is taken."""
+
+
+class StackStartError(RuntimeError):
+    """A part of the stack could not start (the message says which, and why)."""
+
+
+def _last_line(log: Path) -> str:
+    """The last line a child wrote to its log (usually the error it died of)."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "nothing logged"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -123,6 +143,7 @@ class DevStack:
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
     _in_process: list[_InProcess] = field(default_factory=list)
+    _claimed: bool = False  # this stack owns the data directory (its `stack.pid`)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -133,12 +154,46 @@ class DevStack:
             await self.stop()
             raise
 
+    async def start_unless(self, interrupt: asyncio.Event) -> bool:
+        """Start, unless `interrupt` is set first (a Ctrl-C while starting): then stop what
+        had started. Whether the stack started."""
+        starting = asyncio.create_task(self.start(), name="stack-start")
+        interrupted = asyncio.create_task(interrupt.wait(), name="stack-start-interrupt")
+        try:
+            await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not starting.done():
+                starting.cancel()  # start() stops what it started on its way out
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()  # a start-up failure
+        return True
+
+    @contextlib.asynccontextmanager
+    async def stopping(self) -> AsyncIterator[DevStack]:
+        """Stop the started stack when the block ends, however it ends."""
+        try:
+            yield self
+        finally:
+            await self.stop()
+
     async def _start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        owner = claim_data_dir(pid_dir(s.data_dir))
+        if owner is not None:
+            raise StackStartError(
+                f"a dev stack (pid {owner}) already runs on {s.data_dir}: stop it first, "
+                "or use another --data-dir"
+            )
+        self._claimed = True
         stopped = await asyncio.to_thread(stop_orphans, pid_dir(s.data_dir))
         if stopped:
             logger.warning("stopped what an earlier stack left running: %s", ", ".join(stopped))
+        await self._open_store()
         self.admin_key = s.admin_key or mint("gfk")[1]
         api_port = self._port("API", "--api-port", s.api_port)
         updates: dict[str, object] = {"api_port": api_port, "admin_key": self.admin_key}
@@ -171,13 +226,35 @@ class DevStack:
         else:
             await self._start_processes()
         for factory in self.factories:
-            await self.add_factory(factory)
+            try:
+                await self.add_factory(factory)
+            except StackStartError:
+                raise
+            except (RuntimeError, TimeoutError) as err:  # enrollment refused, never healthy
+                raise StackStartError(f"factory {factory.id}: {err}") from err
+
+    async def _open_store(self) -> None:
+        """Open the store before anything starts, so a store that cannot open is named
+        here rather than in a child's log; in process the stack keeps it."""
+        s = self.settings
+        where = (
+            f"{s.cosmos_endpoint} database {s.cosmos_database}"
+            if s.store == "cosmos"
+            else str(s.resolved_sqlite_path)
+        )
+        try:
+            store = await open_store(s)
+        except Exception as err:
+            raise StackStartError(f"the {s.store} store cannot open ({where}): {err}") from err
+        if self.in_process:
+            self.store = store
+        else:
+            await store.close()
 
     async def _start_in_process(self) -> None:
         s = self.settings
-        assert self.client is not None
+        assert self.client is not None and self.store is not None
         start_process_observability(s, "dev")
-        self.store = await open_store(s)
         self._control = ControlPlane(self.client, self.store, s)
         await self._control.start()
         app = create_app(s, store=self.store, temporal=self.client)
@@ -223,6 +300,13 @@ class DevStack:
         self.processes.append(process)
         return process
 
+    @staticmethod
+    def _stopped(process: ManagedProcess) -> StackStartError:
+        return StackStartError(
+            f"{process.name} stopped while the stack started: {_last_line(process.log_path)} "
+            f"(log: {process.log_path})"
+        )
+
     async def _wait_api(self, url: str, timeout_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -230,10 +314,7 @@ class DevStack:
             while True:
                 for process in self.processes:
                     if not process.running():
-                        raise RuntimeError(
-                            f"{process.name} stopped while the stack started; see "
-                            f"{process.log_path}"
-                        )
+                        raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/healthz")).status_code == 200:
                         return
@@ -242,7 +323,24 @@ class DevStack:
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        """Stop factories, API, control plane, store and dev server, in that order."""
+        """Stop factories, API, control plane, store and dev server, in that order.
+
+        The dev server and the child processes stop even when stopping another part fails.
+        """
+        try:
+            await self._stop_parts()
+        finally:
+            for process in self.processes:  # left by a failure above
+                await asyncio.to_thread(process.stop)
+            self.processes = []
+            if self.temporal_server is not None:
+                self.temporal_server.stop()
+                self.temporal_server = None
+            if self._claimed:
+                release_data_dir(pid_dir(self.settings.data_dir))
+                self._claimed = False
+
+    async def _stop_parts(self) -> None:
         in_process, self._in_process = self._in_process, []
         for item in in_process:
             item.stop.set()
@@ -256,7 +354,7 @@ class DevStack:
         )
         for process in order:
             await asyncio.to_thread(process.stop)
-        self.processes = []
+            self.processes.remove(process)
         self.api_urls = []
         self.metrics_urls = {}
         if self._api is not None and self._api_task is not None:
@@ -264,15 +362,14 @@ class DevStack:
             with contextlib.suppress(Exception):
                 await self._api_task
         self._api = self._api_task = None
-        if self._control is not None:
-            await self._control.stop()
-            self._control = None
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-        if self.temporal_server is not None:
-            self.temporal_server.stop()
-            self.temporal_server = None
+        control, self._control = self._control, None
+        store, self.store = self.store, None
+        try:
+            if control is not None:
+                await control.stop()
+        finally:
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> DevStack:
         await self.start()
@@ -339,7 +436,7 @@ class DevStack:
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=5) as http:
             while True:
                 if not process.running():
-                    raise RuntimeError(f"factory {factory_id} stopped; see {process.log_path}")
+                    raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     r = await http.get(f"/fleet/factories/{factory_id}")
                     if r.status_code == 200 and r.json().get("healthy"):

@@ -83,9 +83,9 @@ def dev(
         store=store,
         tracing=tracing,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     # Imported here: the stack pulls in the API and Temporal, which `--help` needs not.
-    from launch.stack import DevStack, LocalFactory, PortInUse
+    from launch.stack import DevStack, LocalFactory, PortInUse, StackStartError
 
     local = [
         LocalFactory(id=f"local-{i + 1}", engines=split_list(engines), slots=slots)
@@ -106,7 +106,10 @@ def dev(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with stack:
+        if not await stack.start_unless(stop):
+            typer.echo("stopped while starting; everything it had started is stopped")
+            return
+        async with stack.stopping():
             write_stack_file(
                 stack.settings,
                 {
@@ -143,6 +146,8 @@ def dev(
         asyncio.run(run())
     except PortInUse as err:
         raise CliError(str(err), code=2) from None
+    except StackStartError as err:
+        raise CliError(f"the dev stack did not start: {err}") from None
 
 
 @handles_errors

@@ -120,6 +120,11 @@ async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp
             os.killpg(process.pid, signal.SIGKILL)
         await drop_database(cosmos_server, database)
     assert process.returncode == 0, "Ctrl-C stops the stack cleanly"
+    # The Azure SDK's request logging (every request and its headers at INFO) stays quiet.
+    logs = sorted((tmp_path / "logs").glob("*.log"))
+    assert logs, "the stack's processes wrote no logs"
+    for log in logs:
+        assert "http_logging_policy" not in log.read_text(), log
 
 
 def _admin_key_from(process: subprocess.Popen[str]) -> str:
