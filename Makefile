@@ -10,7 +10,11 @@ AGENTS_STAMP := tools/agents/node_modules/.installed
 AIDER_VENV := .venv-aider
 AIDER_STAMP := $(AIDER_VENV)/.installed
 
-.PHONY: demo dev test lint typecheck check bench clean agents browser
+.PHONY: demo dev test lint typecheck check bench clean agents browser histories
+
+# The test modules whose scenarios record the replay tests' histories (record_history).
+HISTORY_TESTS := tests/e2e/test_leaf_jobs.py tests/e2e/test_dag.py tests/e2e/test_ship.py \
+	tests/e2e/test_preemption.py tests/e2e/test_budgets.py tests/budgets/test_controller_workflow.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +63,12 @@ test: $(STAMP) agents  ## lint, type-check and the whole test suite (what CI run
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy gigafactory workflows activities routing api launch bench
 	$(BIN)/pytest
+
+# Re-record the workflow histories the replay tests check (after an intended change to a
+# workflow: docs/replay-and-hygiene.md), then replay them.
+histories: $(STAMP)  ## re-record tests/replay/histories from the end-to-end scenarios
+	GIGAFACTORY_RECORD_HISTORIES=1 $(BIN)/pytest -q -p no:cacheprovider $(HISTORY_TESTS)
+	$(BIN)/pytest -q -p no:cacheprovider tests/replay
 
 bench: $(STAMP)
 	$(BIN)/gigafactory bench --jobs 200 --factories 2

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+from opentelemetry import propagate
 
 __all__ = [
     "REPORT_ABANDONED",
@@ -233,6 +234,8 @@ class HttpReporter:
     ) -> httpx.Response:
         url = self.base_url + path
         all_headers = {**self._headers, **(headers or {})}
+        # The run's trace (when tracing is on) continues in the API's span for the report.
+        propagate.inject(all_headers)
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             try:

@@ -16,7 +16,18 @@ from temporalio.client import Client
 
 from api.body_limit import BodyLimit, limit_for
 from api.errors import ERROR_RESPONSES, install_error_handlers
-from api.routes import artifacts, audit, budgets, dag, factories, health, jobs, keys, routing
+from api.routes import (
+    artifacts,
+    audit,
+    budgets,
+    dag,
+    factories,
+    health,
+    jobs,
+    keys,
+    metrics,
+    routing,
+)
 from api.ui import install_ui
 from gigafactory.services import Services
 from gigafactory.services.clock import Clock, utcnow
@@ -78,12 +89,22 @@ def create_app(
         description=DESCRIPTION,
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry: a server span per request, continuing the caller's
+        # `traceparent` (a factory's reports join their run's trace), current while the
+        # route runs so what it starts in Temporal joins too. Off with tracing; our metrics
+        # are Prometheus (/metrics), our logs the standard library's.
+        telemetry={
+            "tracing": settings.tracing != "off",
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+        },
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=limit_for(settings))
     app.include_router(health.router)
-    for module in (jobs, artifacts, factories, keys, routing, dag, budgets, audit):
+    for module in (jobs, artifacts, factories, keys, routing, dag, budgets, audit, metrics):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     install_ui(app)
     return app

@@ -23,6 +23,7 @@ live in the services (`gigafactory.services.access`), which every adapter shares
 | budgets: read, set, pause, resume             | -         | own      | own   | -        |
 | create, list, revoke API keys                 | -         | -        | own*  | -        |
 | read the audit log                            | -         | -        | own** | -        |
+| scrape /metrics (products: own)               | -         | all      | all   | -        |
 
 "own" means jobs of the products listed on the key (`["*"]` is every product).
 Factories serve every product, so fleet-wide operations ("all") are not product-scoped.

@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     admin_key: str | None = None  # bootstrap admin key of `gigafactory dev`
     factory_token: str | None = None  # a factory's token
 
+    # Metrics and traces (docs/operations.md#metrics-and-traces), off by default. A process
+    # with `metrics_port` serves its own Prometheus metrics there (the API serves the fleet's
+    # on /metrics too); with `sdk_metrics_port`, the Temporal SDK's runtime metrics. Fleet
+    # figures read from the store are reused for `metrics_cache_s`. Traces: `file` writes
+    # JSON lines per process to `tracing_dir` (default <data dir>/traces), `otlp` exports
+    # to the collector that the standard OTEL_EXPORTER_OTLP_* variables name.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    sdk_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_cache_s: float = Field(default=10.0, ge=0)
+    tracing: Literal["off", "file", "otlp"] = "off"
+    tracing_dir: Path | None = None
+
     # The web control plane (/ui): how long a sign-in lasts, how often live panels refresh,
     # whether its cookie is HTTPS-only (it is whenever the request itself is HTTPS), and the
     # Temporal UI that job pages link to (the dev stack sets its own).
@@ -127,6 +140,10 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Process hygiene: third-party HTTP logging (the Azure SDK's requests and headers,
+    # httpx, uvicorn's access log) at the log level instead of WARNING.
+    log_http: bool = False
+
     @property
     def prompt_limit(self) -> int:
         """The largest prompt (of a job or a child) in bytes."""
@@ -139,6 +156,10 @@ class Settings(BaseSettings):
     @property
     def resolved_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def resolved_tracing_dir(self) -> Path:
+        return self.tracing_dir or self.data_dir / "traces"
 
     @property
     def blob_dir(self) -> Path:

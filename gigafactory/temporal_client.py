@@ -14,6 +14,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfigProfile
 
+from gigafactory.observability.runtime import temporal_runtime
+from gigafactory.observability.tracing import tracing_interceptors
 from gigafactory.settings import Settings
 
 __all__ = ["connect_config", "connect_temporal"]
@@ -33,7 +35,14 @@ def connect_config(settings: Settings) -> dict[str, Any]:
 
 
 async def connect_temporal(settings: Settings, **extra: Any) -> Client:
-    """Connect a client with the pydantic data converter."""
-    return await Client.connect(
-        **connect_config(settings), data_converter=pydantic_data_converter, **extra
-    )
+    """Connect a client with the pydantic data converter; with the SDK's metrics runtime and
+    the tracing interceptor when the settings turn them on (workers built from this client
+    inherit the interceptor)."""
+    options: dict[str, Any] = {"data_converter": pydantic_data_converter}
+    runtime = temporal_runtime(settings)
+    if runtime is not None:
+        options["runtime"] = runtime
+    interceptors = tracing_interceptors(settings)
+    if interceptors:
+        options["interceptors"] = interceptors
+    return await Client.connect(**connect_config(settings), **{**options, **extra})

@@ -149,7 +149,7 @@ class TemporalDevServer:
         try:
             await wait_for_port(self.host, self.port, timeout_s)
             await self._wait_serving(timeout_s)
-        except TimeoutError:
+        except BaseException:  # a timeout, and a Ctrl-C or cancellation while it starts
             self.stop()
             raise
         logger.info("temporal dev server on %s (ui %s)", self.address, self.ui_url)

@@ -18,7 +18,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "pid_dir", "stop_orphans"]
+__all__ = ["ManagedProcess", "claim_data_dir", "pid_dir", "release_data_dir", "stop_orphans"]
+
+# The pid file of the stack itself (the `dev` process), beside its children's.
+OWNER = "stack"
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +70,49 @@ def _terminate(pid: int, timeout_s: float) -> None:
     _kill_group(pid, signal.SIGKILL)
 
 
+def _recorded_live_pid(path: Path) -> int | None:
+    """The pid in a pid file while that process runs the command line recorded with it
+    (a pid the kernel has since given to another program is not ours)."""
+    try:
+        pid_text, _, recorded = path.read_text().partition("\n")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if _alive(pid) and recorded.strip() and _cmdline(pid).strip() == recorded.strip():
+        return pid
+    return None
+
+
+def claim_data_dir(directory: Path) -> int | None:
+    """Record this process as the stack of the data directory whose pid directory this is.
+
+    Returns:
+        None once claimed, else the pid of the live stack that already owns it.
+    """
+    path = directory / f"{OWNER}.pid"
+    owner = _recorded_live_pid(path)
+    if owner is not None and owner != os.getpid():
+        return owner
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{os.getpid()}\n{_cmdline(os.getpid())}\n")
+    return None
+
+
+def release_data_dir(directory: Path) -> None:
+    """Remove this process's claim on the data directory (another's is left alone)."""
+    path = directory / f"{OWNER}.pid"
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text().split()[0]) == os.getpid():
+            path.unlink()
+
+
 def stop_orphans(directory: Path, timeout_s: float = 10.0) -> list[str]:
     """Stop the processes a previous stack on this data directory left running.
 
-    A pid file whose process is gone, or whose pid now belongs to an unrelated program
-    (its command line no longer matches what was recorded), is just removed.
+    Call it once the stack has claimed the directory (`claim_data_dir`): a live stack's
+    children are not orphans. A pid file whose process is gone, or whose pid now belongs
+    to an unrelated program (its command line no longer matches what was recorded), is
+    just removed.
 
     Returns:
         The names of the processes stopped.
@@ -80,13 +121,10 @@ def stop_orphans(directory: Path, timeout_s: float = 10.0) -> list[str]:
     if not directory.is_dir():
         return stopped
     for path in sorted(directory.glob("*.pid")):
-        try:
-            pid_text, _, recorded = path.read_text().partition("\n")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+        if path.stem == OWNER:
             continue
-        if _alive(pid) and recorded.strip() and _cmdline(pid).strip() == recorded.strip():
+        pid = _recorded_live_pid(path)
+        if pid is not None:
             logger.warning("stopping %s (pid %d), left running by an earlier stack", path.stem, pid)
             _terminate(pid, timeout_s)
             stopped.append(path.stem)

@@ -15,6 +15,7 @@ import signal
 import uvicorn
 
 from api.app import create_app
+from gigafactory.observability.process import start_process_observability
 from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.temporal_client import connect_temporal
@@ -35,6 +36,7 @@ async def _until_stopped() -> None:
 
 async def serve_control(settings: Settings) -> None:
     """The control-plane worker and its dispatch reconciler, until SIGINT or SIGTERM."""
+    start_process_observability(settings, "control")
     store = await open_store(settings)
     try:
         client = await connect_temporal(settings)
@@ -52,10 +54,11 @@ async def serve_control(settings: Settings) -> None:
 
 def serve_api(settings: Settings) -> None:
     """The HTTP API on `FLEET_API_HOST:FLEET_API_PORT`, until SIGINT or SIGTERM."""
+    start_process_observability(settings, "api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning" if settings.log_level.upper() == "INFO" else settings.log_level.lower(),
-        access_log=False,
+        access_log=settings.log_http,
     )

@@ -18,8 +18,9 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 import httpx
@@ -27,6 +28,7 @@ import uvicorn
 from temporalio.client import Client
 
 from api.app import create_app
+from gigafactory.observability.process import start_process_observability
 from gigafactory.security import mint
 from gigafactory.settings import Settings, settings_env
 from gigafactory.store import open_store
@@ -35,9 +37,15 @@ from gigafactory.temporal_client import connect_temporal
 from launch.control import ControlPlane
 from launch.devserver import TemporalDevServer, free_port
 from launch.factory_runtime import FactoryRuntime, enroll_factory
-from launch.processes import ManagedProcess, pid_dir, stop_orphans
+from launch.processes import (
+    ManagedProcess,
+    claim_data_dir,
+    pid_dir,
+    release_data_dir,
+    stop_orphans,
+)
 
-__all__ = ["DevStack", "LocalFactory", "PortInUse", "port_is_free"]
+__all__ = ["DevStack", "LocalFactory", "PortInUse", "StackStartError", "port_is_free"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,19 @@ class _QuietServer(uvicorn.Server):
 
 class PortInUse(RuntimeError):
     """A port the stack was told to use is taken."""
+
+
+class StackStartError(RuntimeError):
+    """A part of the stack could not start (the message says which, and why)."""
+
+
+def _last_line(log: Path) -> str:
+    """The last line a child wrote to its log (usually the error it died of)."""
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "nothing logged"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -99,6 +120,8 @@ class DevStack:
         control_processes: How many `serve control` processes (not in process).
         api_processes: How many `serve api` processes (not in process): the first on the
             API port, the others on free ports; local factories report to them in turn.
+        metrics: Every process serves its own metrics and the Temporal SDK's, each on a
+            free port (`metrics_urls`); the API serves the fleet's on `/metrics` anyway.
         env: Extra environment of every process the stack starts (a chaos run's sim trace).
     """
 
@@ -109,7 +132,9 @@ class DevStack:
     in_process: bool = False
     control_processes: int = 1
     api_processes: int = 1
+    metrics: bool = False
     admin_key: str = ""
+    metrics_urls: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
@@ -120,6 +145,7 @@ class DevStack:
     _api: uvicorn.Server | None = None
     _api_task: asyncio.Task[None] | None = None
     _in_process: list[_InProcess] = field(default_factory=list)
+    _claimed: bool = False  # this stack owns the data directory (its `stack.pid`)
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,12 +156,46 @@ class DevStack:
             await self.stop()
             raise
 
+    async def start_unless(self, interrupt: asyncio.Event) -> bool:
+        """Start, unless `interrupt` is set first (a Ctrl-C while starting): then stop what
+        had started. Whether the stack started."""
+        starting = asyncio.create_task(self.start(), name="stack-start")
+        interrupted = asyncio.create_task(interrupt.wait(), name="stack-start-interrupt")
+        try:
+            await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+            if not starting.done():
+                starting.cancel()  # start() stops what it started on its way out
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+        if starting.cancelled():
+            return False
+        starting.result()  # a start-up failure
+        return True
+
+    @contextlib.asynccontextmanager
+    async def stopping(self) -> AsyncIterator[DevStack]:
+        """Stop the started stack when the block ends, however it ends."""
+        try:
+            yield self
+        finally:
+            await self.stop()
+
     async def _start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        owner = claim_data_dir(pid_dir(s.data_dir))
+        if owner is not None:
+            raise StackStartError(
+                f"a dev stack (pid {owner}) already runs on {s.data_dir}: stop it first, "
+                "or use another --data-dir"
+            )
+        self._claimed = True
         stopped = await asyncio.to_thread(stop_orphans, pid_dir(s.data_dir))
         if stopped:
             logger.warning("stopped what an earlier stack left running: %s", ", ".join(stopped))
+        await self._open_store()
         self.admin_key = s.admin_key or mint("gfk")[1]
         api_port = self._port("API", "--api-port", s.api_port)
         updates: dict[str, object] = {"api_port": api_port, "admin_key": self.admin_key}
@@ -155,6 +215,11 @@ class DevStack:
                 updates["ui_port"] = ui_port
                 if s.temporal_ui_url is None:  # job pages of the web UI link to it
                     updates["temporal_ui_url"] = self.temporal_server.ui_url
+        if not self.in_process:
+            # Each child gets metrics ports of its own (one fixed port cannot serve them all).
+            updates.update(metrics_port=None, sdk_metrics_port=None)
+        elif self.metrics:
+            updates.update(self._metrics_ports("dev"))
         # The resolved settings are what children (factories, URLs) must see.
         self.settings = s = s.model_copy(update=updates)
         self.client = await connect_temporal(s)
@@ -163,12 +228,35 @@ class DevStack:
         else:
             await self._start_processes()
         for factory in self.factories:
-            await self.add_factory(factory)
+            try:
+                await self.add_factory(factory)
+            except StackStartError:
+                raise
+            except (RuntimeError, TimeoutError) as err:  # enrollment refused, never healthy
+                raise StackStartError(f"factory {factory.id}: {err}") from err
+
+    async def _open_store(self) -> None:
+        """Open the store before anything starts, so a store that cannot open is named
+        here rather than in a child's log; in process the stack keeps it."""
+        s = self.settings
+        where = (
+            f"{s.cosmos_endpoint} database {s.cosmos_database}"
+            if s.store == "cosmos"
+            else str(s.resolved_sqlite_path)
+        )
+        try:
+            store = await open_store(s)
+        except Exception as err:
+            raise StackStartError(f"the {s.store} store cannot open ({where}): {err}") from err
+        if self.in_process:
+            self.store = store
+        else:
+            await store.close()
 
     async def _start_in_process(self) -> None:
         s = self.settings
-        assert self.client is not None
-        self.store = await open_store(s)
+        assert self.client is not None and self.store is not None
+        start_process_observability(s, "dev")
         self._control = ControlPlane(self.client, self.store, s)
         await self._control.start()
         app = create_app(s, store=self.store, temporal=self.client)
@@ -200,7 +288,9 @@ class DevStack:
     ) -> ManagedProcess:
         """Start `gigafactory COMMAND` with this stack's settings in its environment."""
         s = self.settings
-        env = {**os.environ, **self.env, **settings_env(s), **(extra_env or {})}
+        ports = self._metrics_ports(name) if self.metrics else {}
+        metrics_env = {f"FLEET_{k.upper()}": str(v) for k, v in ports.items()}
+        env = {**os.environ, **self.env, **settings_env(s), **metrics_env, **(extra_env or {})}
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "launch.cli.main", *command],
@@ -212,6 +302,13 @@ class DevStack:
         self.processes.append(process)
         return process
 
+    @staticmethod
+    def _stopped(process: ManagedProcess) -> StackStartError:
+        return StackStartError(
+            f"{process.name} stopped while the stack started: {_last_line(process.log_path)} "
+            f"(log: {process.log_path})"
+        )
+
     async def _wait_api(self, url: str, timeout_s: float = 60.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -219,10 +316,7 @@ class DevStack:
             while True:
                 for process in self.processes:
                     if not process.running():
-                        raise RuntimeError(
-                            f"{process.name} stopped while the stack started; see "
-                            f"{process.log_path}"
-                        )
+                        raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/healthz")).status_code == 200:
                         return
@@ -231,7 +325,24 @@ class DevStack:
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        """Stop factories, API, control plane, store and dev server, in that order."""
+        """Stop factories, API, control plane, store and dev server, in that order.
+
+        The dev server and the child processes stop even when stopping another part fails.
+        """
+        try:
+            await self._stop_parts()
+        finally:
+            for process in self.processes:  # left by a failure above
+                await asyncio.to_thread(process.stop)
+            self.processes = []
+            if self.temporal_server is not None:
+                self.temporal_server.stop()
+                self.temporal_server = None
+            if self._claimed:
+                release_data_dir(pid_dir(self.settings.data_dir))
+                self._claimed = False
+
+    async def _stop_parts(self) -> None:
         in_process, self._in_process = self._in_process, []
         for item in in_process:
             item.stop.set()
@@ -245,22 +356,22 @@ class DevStack:
         )
         for process in order:
             await asyncio.to_thread(process.stop)
-        self.processes = []
+            self.processes.remove(process)
         self.api_urls = []
+        self.metrics_urls = {}
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task
         self._api = self._api_task = None
-        if self._control is not None:
-            await self._control.stop()
-            self._control = None
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-        if self.temporal_server is not None:
-            self.temporal_server.stop()
-            self.temporal_server = None
+        control, self._control = self._control, None
+        store, self.store = self.store, None
+        try:
+            if control is not None:
+                await control.stop()
+        finally:
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> DevStack:
         await self.start()
@@ -327,7 +438,7 @@ class DevStack:
         async with httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=5) as http:
             while True:
                 if not process.running():
-                    raise RuntimeError(f"factory {factory_id} stopped; see {process.log_path}")
+                    raise self._stopped(process)
                 with contextlib.suppress(httpx.HTTPError):
                     r = await http.get(f"/fleet/factories/{factory_id}")
                     if r.status_code == 200 and r.json().get("healthy"):
@@ -378,6 +489,15 @@ class DevStack:
     @property
     def temporal_address(self) -> str | None:
         return self.settings.temporal_address
+
+    def _metrics_ports(self, name: str) -> dict[str, int]:
+        """Free ports for `name`'s metrics and the SDK's, remembered in `metrics_urls`."""
+        host = self.settings.metrics_host
+        ports = {"metrics_port": free_port(host), "sdk_metrics_port": free_port(host)}
+        self.metrics_urls[name] = f"http://{host}:{ports['metrics_port']}/metrics"
+        sdk = f"http://{host}:{ports['sdk_metrics_port']}/metrics"
+        self.metrics_urls[f"{name} (Temporal SDK)"] = sdk
+        return ports
 
     def _port(self, what: str, flag: str, port: int) -> int:
         host = self.settings.api_host if what == "API" else "127.0.0.1"

@@ -16,7 +16,7 @@ from gigafactory.settings import Settings
 from gigafactory.store.fleet_store import FleetStore
 from workflows.registry import SANDBOX_PASSTHROUGH, WORKFLOWS
 
-__all__ = ["control_worker", "factory_workers"]
+__all__ = ["control_worker", "factory_workers", "workflow_runner"]
 
 # Ships and worktree removals a factory runs at once (git on its disk).
 WORKSPACE_OPERATIONS_AT_ONCE = 2
@@ -39,9 +39,14 @@ def control_worker(
         task_queue=settings.control_task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(),
+    )
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox the control worker runs workflows in (the replay tests use it too)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
     )
 
 

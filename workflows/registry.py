@@ -30,4 +30,7 @@ SANDBOX_PASSTHROUGH: tuple[str, ...] = (
     "workflows.job.leaf",
     "workflows.job.parent",
     "workflows.worktrees",
+    # The tracing interceptor's workflow side (FLEET_TRACING): its context and span
+    # machinery is shared with the worker, as Temporal's OpenTelemetry plugin does.
+    "opentelemetry",
 )

@@ -30,6 +30,7 @@ from gigafactory.services.job_tree import JobTreeService
 from gigafactory.services.jobs import JobService
 from gigafactory.services.keys import KeyService
 from gigafactory.services.lifecycle import Lifecycle
+from gigafactory.services.metrics import MetricsService
 from gigafactory.services.overview import OverviewService
 from gigafactory.services.queue import Queue
 from gigafactory.services.rate_limits import RateLimits
@@ -89,6 +90,7 @@ class Services:
     artifacts: ArtifactService = field(init=False)
     sessions: SessionService = field(init=False)
     overview: OverviewService = field(init=False)
+    metrics: MetricsService = field(init=False)
 
     def __post_init__(self) -> None:
         store, temporal, settings, clock = self.store, self.temporal, self.settings, self.clock
@@ -147,6 +149,7 @@ class Services:
             audit,
         )
         self.sessions = SessionService(store, self.auth, settings, clock)
+        self.metrics = MetricsService(store, settings, clock)
         self.overview = OverviewService(
             store,
             settings,

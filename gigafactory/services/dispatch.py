@@ -22,6 +22,7 @@ control and API processes may dispatch at once with no coordination beyond the s
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,7 @@ from gigafactory.models import (
     Stage,
     WaitReason,
 )
+from gigafactory.observability.metrics import PREEMPTIONS, ROUTING_DECISIONS, SLOT_HANDOFFS
 from gigafactory.services.clock import Clock
 from gigafactory.services.controller import ControllerClient
 from gigafactory.services.fleet_cache import FleetSnapshot
@@ -110,6 +112,17 @@ class Dispatcher:
     # --- a job asks -----------------------------------------------------------------------------
     async def place(self, inp: RouteInput) -> RouteResult:
         """Place one attempt: a slot and an open lease, a preemption, or the queue."""
+        began = time.perf_counter()
+        result = await self._place(inp)
+        outcome = (
+            "queued"
+            if result.factory_id is None
+            else ("preempting" if result.evicted else "placed")
+        )
+        ROUTING_DECISIONS.labels(outcome).observe(time.perf_counter() - began)
+        return result
+
+    async def _place(self, inp: RouteInput) -> RouteResult:
         now = self.clock()
         snapshot = await self.routing.snapshot()
         since = inp.waiting_since or now
@@ -269,6 +282,7 @@ class Dispatcher:
             if outcome == "granted":
                 free -= 1
                 result.granted.append(best.job_id)
+                SLOT_HANDOFFS.inc()
             elif isinstance(outcome, RouteResult):
                 free -= 1
                 result.granted.append(best.job_id)
@@ -395,6 +409,7 @@ class Dispatcher:
             victim = victims[victim_id]
             grace = max(grace, await self.routing.grace_for(victim.product_id))
             await self._signal_preempt(victim, inp, preemption.reason)
+        PREEMPTIONS.inc(len(preemption.evict))
         logger.info("job %s preempts %s on %s", inp.job_id, preemption.evict, factory.id)
         return await self._open(
             inp,

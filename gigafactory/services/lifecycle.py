@@ -22,6 +22,7 @@ from gigafactory.contracts import (
     TransitionInput,
 )
 from gigafactory.models import TERMINAL_STAGES, Event, Job, Run, Shipment, SpendRecord, Stage
+from gigafactory.observability.metrics import FENCED_REPORTS
 from gigafactory.services.errors import Conflict, Fenced
 from gigafactory.store.backend import NotFound
 from gigafactory.store.fleet_store import FleetStore
@@ -312,6 +313,7 @@ class Lifecycle:
         current = job.lease_epoch
         if epoch >= current:
             return job
+        FENCED_REPORTS.inc()
         logger.warning(
             "job %s: fenced %s from %s (epoch %d < %d)", job_id, what, actor, epoch, current
         )

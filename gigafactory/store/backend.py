@@ -135,6 +135,12 @@ class DocumentBackend(Protocol):
     async def count(self, container: str, product_id: str | None, where: Mapping[str, Any]) -> int:
         """How many documents match the equality filters."""
 
+    async def total(
+        self, container: str, product_id: str | None, field: str, where: Mapping[str, Any]
+    ) -> float:
+        """The sum of a numeric field over the documents matching the equality filters (0
+        when none match; documents without the field count 0)."""
+
 
 def etag_of(doc: Mapping[str, Any]) -> str:
     """The etag a backend put on a document it returned."""

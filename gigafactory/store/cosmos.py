@@ -734,6 +734,22 @@ class CosmosBackend:
             continuation = _encode_token(key, last["id"], last["productId"])
         return Page([_out(doc) for doc in docs], continuation)
 
+    async def total(
+        self, container: str, product_id: str | None, field: str, where: Mapping[str, Any]
+    ) -> float:
+        """The sum of a numeric field over the documents matching the equality filters."""
+        proxy = self._container(container)
+        params = _Params()
+        clauses = _where(product_id, where, params)
+        ref = _ref(field)
+        clauses.append(f"IS_NUMBER({ref})")
+        sql = f"SELECT VALUE SUM({ref}) FROM c WHERE {' AND '.join(clauses)}"
+        # Across partitions the SDK may hand back one partial sum per partition range (and
+        # an undefined one, left out, where nothing matched).
+        return float(
+            sum(n for n in await self._run_query(proxy, product_id, sql, params) if n is not None)
+        )
+
     async def count(self, container: str, product_id: str | None, where: Mapping[str, Any]) -> int:
         """How many documents match the equality filters."""
         proxy = self._container(container)

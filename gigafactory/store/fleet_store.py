@@ -40,6 +40,7 @@ from gigafactory.models import (
     Stage,
     StoredBudget,
     UiSession,
+    WaitReason,
 )
 from gigafactory.store.backend import (
     AlreadyExists,
@@ -654,6 +655,30 @@ class FleetStore:
         except (NotFound, PreconditionFailed):
             return False
         return True
+
+    # --- figures for metrics -------------------------------------------------------------------
+    async def count_jobs(
+        self,
+        *,
+        stage: Stage | None = None,
+        wait_reason: WaitReason | None = None,
+        product_id: str | None = None,
+    ) -> int:
+        """How many jobs are in `stage` (waiting for `wait_reason`), in one product or all."""
+        where: dict[str, Any] = {}
+        if stage is not None:
+            where["stage"] = stage.value
+        if wait_reason is not None:
+            where["waitReason"] = wait_reason.value
+        return await self.backend.count("jobs", product_id, where)
+
+    async def count_events(self, kind: str, product_id: str) -> int:
+        """How many events of `kind` a product's jobs have (fenced, preempted...)."""
+        return await self.backend.count("events", product_id, {"kind": kind})
+
+    async def spent(self, product_id: str) -> float:
+        """Everything the product's ledger holds, in USD (each run counted once)."""
+        return await self.backend.total("ledger", product_id, "usd", {})
 
     # --- products -----------------------------------------------------------------------------
     async def touch_product(self, product_id: str, now: datetime) -> None:

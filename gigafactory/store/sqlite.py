@@ -470,15 +470,27 @@ class SQLiteBackend:
             continuation = _encode_token(*rows[-1][2:])
         return Page([_out(body, etag) for body, etag, *_ in rows], continuation)
 
+    async def total(
+        self, container: str, product_id: str | None, field: str, where: Mapping[str, Any]
+    ) -> float:
+        """The sum of a numeric field over the documents matching the equality filters."""
+        return float(await self._aggregate(f"TOTAL({_expr(field)})", container, product_id, where))
+
     async def count(self, container: str, product_id: str | None, where: Mapping[str, Any]) -> int:
         """How many documents match the equality filters."""
+        return int(await self._aggregate("COUNT(*)", container, product_id, where))
+
+    async def _aggregate(
+        self, aggregate: str, container: str, product_id: str | None, where: Mapping[str, Any]
+    ) -> Any:
+        """One aggregate (`COUNT(*)`, `TOTAL(...)`) over the matching documents."""
         table = _table(container)
         clauses, params = _where(product_id, where)
-        sql = f"SELECT COUNT(*) FROM {table}" + (
+        sql = f"SELECT {aggregate} FROM {table}" + (
             f" WHERE {' AND '.join(clauses)}" if clauses else ""
         )
 
-        def op(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(sql, params).fetchone()[0])
+        def op(conn: sqlite3.Connection) -> Any:
+            return conn.execute(sql, params).fetchone()[0]
 
         return await self._run(op)

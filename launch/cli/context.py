@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from gigafactory.settings import Settings
 from launch.cli.client import ApiClient, CliError
 
-__all__ = ["api", "configure_logging", "fail", "handles_errors", "settings_from"]
+__all__ = ["HTTP_LOGGERS", "api", "configure_logging", "fail", "handles_errors", "settings_from"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,7 +61,14 @@ def handles_errors(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def configure_logging(level: str) -> None:
+# Loggers of third-party HTTP clients and servers: the Azure SDK logs every request and its
+# headers at INFO (a Cosmos DB store floods a log), httpx and httpcore one line per request
+# (every heartbeat), uvicorn one per request served. Quiet unless FLEET_LOG_HTTP asks.
+HTTP_LOGGERS = ("azure", "httpx", "httpcore", "uvicorn.access", "urllib3")
+
+
+def configure_logging(level: str, *, http: bool = False) -> None:
+    """Log to stderr at `level`; third-party HTTP logging at WARNING unless `http`."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,8 +76,9 @@ def configure_logging(level: str) -> None:
     )
     # Temporal's worker logs every poll error at WARNING while a server restarts; keep INFO.
     logging.getLogger("temporalio").setLevel(max(logging.INFO, logging.getLogger().level))
-    # One line per heartbeat request drowns everything else.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in HTTP_LOGGERS:
+        # NOTSET: the root's level, like every other logger.
+        logging.getLogger(name).setLevel(logging.NOTSET if http else logging.WARNING)
 
 
 def existing_file(path: Path) -> Path:

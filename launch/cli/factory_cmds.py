@@ -86,7 +86,7 @@ def factory_run(
     The token comes from FLEET_FACTORY_TOKEN or the file `factory enroll` saved.
     """
     settings = settings_from(ctx)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     token = settings.factory_token
     if not token:
         try:
@@ -97,6 +97,10 @@ def factory_run(
                 f"{factory_id} --token <enrollment token>` or set FLEET_FACTORY_TOKEN",
                 code=2,
             ) from None
+
+    from gigafactory.observability.process import start_process_observability
+
+    start_process_observability(settings, "factory")
 
     async def run() -> None:
         client = await connect_temporal(settings)
@@ -139,7 +143,7 @@ def factory_cleanup(
     removes it when the job is shipped or cancelled, and this command removes the rest.
     """
     settings = settings_from(ctx)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     try:
         retention = parse_duration(older_than) if older_than else settings.workspace_retention_s
     except ValueError as err:

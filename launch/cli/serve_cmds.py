@@ -26,7 +26,7 @@ def api(
 ) -> None:
     """The HTTP API (and the web UI) until SIGINT or SIGTERM."""
     settings = settings_from(ctx, api_host=host, api_port=port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     from launch.serve import serve_api
 
     serve_api(settings)
@@ -38,7 +38,7 @@ def control(ctx: typer.Context) -> None:
     """The control-plane worker (every workflow, the control activities) and the dispatch
     reconciler, until SIGINT or SIGTERM."""
     settings = settings_from(ctx)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     from launch.serve import serve_control
 
     asyncio.run(serve_control(settings))

@@ -59,6 +59,15 @@ def dev(
         bool,
         typer.Option("--in-process", help="Control plane, API and factories in this process."),
     ] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics", help="Every process serves its metrics and the SDK's on a free port."
+        ),
+    ] = False,
+    tracing: Annotated[
+        str | None, typer.Option(help="off | file | otlp (FLEET_TRACING); file: <data>/traces.")
+    ] = None,
 ) -> None:
     """Start Temporal, the control plane, the API and local factories until Ctrl-C.
 
@@ -72,10 +81,11 @@ def dev(
         ui_port=ui_port,
         data_dir=data_dir,
         store=store,
+        tracing=tracing,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, http=settings.log_http)
     # Imported here: the stack pulls in the API and Temporal, which `--help` needs not.
-    from launch.stack import DevStack, LocalFactory, PortInUse
+    from launch.stack import DevStack, LocalFactory, PortInUse, StackStartError
 
     local = [
         LocalFactory(id=f"local-{i + 1}", engines=split_list(engines), slots=slots)
@@ -90,18 +100,23 @@ def dev(
             in_process=in_process,
             control_processes=control_processes,
             api_processes=api_processes,
+            metrics=metrics,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with stack:
+        if not await stack.start_unless(stop):
+            typer.echo("stopped while starting; everything it had started is stopped")
+            return
+        async with stack.stopping():
             write_stack_file(
                 stack.settings,
                 {
                     "apiUrl": stack.api_url,
                     "temporalAddress": stack.temporal_address,
                     "uiUrl": stack.ui_url,
+                    "metricsUrls": stack.metrics_urls,
                 },  # fmt: skip
                 stack.admin_key,
             )
@@ -111,6 +126,11 @@ def dev(
                 logs = stack.settings.data_dir / "logs"
                 names = ", ".join(p.name for p in stack.processes)
                 typer.echo(f"Processes  {names} (logs: {logs})")
+            typer.echo(f"Metrics    {stack.api_url}/metrics   (the fleet; operator key)")
+            for name, url in stack.metrics_urls.items():
+                typer.echo(f"           {url}   ({name})")
+            if stack.settings.tracing == "file":
+                typer.echo(f"Traces     {stack.settings.resolved_tracing_dir} (JSON lines)")
             if generated:
                 typer.echo(
                     f"Admin key  {stack.admin_key}   (generated; set FLEET_ADMIN_KEY to fix)"
@@ -126,6 +146,8 @@ def dev(
         asyncio.run(run())
     except PortInUse as err:
         raise CliError(str(err), code=2) from None
+    except StackStartError as err:
+        raise CliError(f"the dev stack did not start: {err}") from None
 
 
 @handles_errors

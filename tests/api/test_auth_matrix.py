@@ -431,6 +431,7 @@ MATRIX: dict[tuple[str, str], list[Case]] = {
         Case("revoke", keyed(Role.ADMIN, scoped=True), revoke_key, 204)
     ],
     ("GET", "/fleet/audit"): [Case("read", ADMIN_FLEET, get("/fleet/audit"))],
+    ("GET", "/metrics"): [Case("scrape", OPERATOR_FLEET, get("/metrics"))],
     # --- routing -----------------------------------------------------------------------------
     ("GET", "/fleet/routing/weights/{product_id}"): [
         Case("read", OWN, get("/fleet/routing/weights/{product}"))

@@ -29,6 +29,7 @@ from gigafactory.budgets import (
 from gigafactory.contracts import product_workflow_id
 from gigafactory.models import Priority
 from tests.budgets.support import StubHandle, StubJobWorkflow, eventually, request, start_stub
+from tests.replay.recording import record_history
 from workflows.product import ProductControllerWorkflow
 
 pytestmark = pytest.mark.temporal
@@ -261,6 +262,10 @@ async def test_state_survives_continue_as_new_and_a_worker_restart(h: Harness) -
 
         await eventually(run_id, lambda r: r != started.result_run_id)
         state = await h.state()
+        # The first run, which ends in continue-as-new.
+        await record_history(
+            h.client, "product-continue-as-new", h.controller.id, run_id=started.result_run_id
+        )
     before = state.model_dump()
     assert state.spent_usd == 3.0 and state.reservations == {"b": 5.0}
     assert [r.job_id for r in state.waiting] == ["c"]

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
+from gigafactory.contracts import product_workflow_id
 from launch.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import Fleet, parse_time, unique_label
 from tests.e2e.test_cli import cli
+from tests.replay.recording import record_history
 
 pytestmark = pytest.mark.temporal
 
@@ -96,7 +98,10 @@ async def test_ceiling_admits_waits_and_pauses_one_product_only(budget_fleet: Fl
     # Raising the ceiling lets the waiting job run.
     raised = await set_budget(fleet, p, ceilingUsd=5.0)
     assert raised["config"]["ceilingUsd"] == 5.0
-    await fleet.wait_for(second["id"], ["succeeded"])
+    waited = await fleet.wait_for(second["id"], ["succeeded"])
+    await record_history(fleet.client, "leaf-budget-waited", waited["workflowId"])
+    controller = product_workflow_id(p)
+    await record_history(fleet.client, "product-budget-waiting", controller, closed=False)
     view = await budget(fleet, p)
     assert view["status"] == "active"
     assert view["spentUsd"] == pytest.approx(1.2)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.harness import Fleet, parse_time, unique_label
 from tests.e2e.test_cli import cli
+from tests.replay.recording import record_history
 
 pytestmark = pytest.mark.temporal
 
@@ -105,6 +106,7 @@ async def test_diamond_runs_in_dependency_order_in_parallel_and_rolls_up_cost(
     assert child["workflowId"] == f"job-dag-{job['id']}.b"
     described = await fleet.client.get_workflow_handle(child["workflowId"]).describe()
     assert described.parent_id == job["workflowId"]
+    await record_history(fleet.client, "dag-parent", job["workflowId"])
 
 
 async def test_fail_fast_blocks_and_continue_lets_the_other_branch_finish(fleet: Fleet) -> None:

@@ -1,9 +1,11 @@
-"""`gigafactory dev --store cosmos`: the whole dev stack on the Cosmos DB store, as a user
-runs it against an endpoint given in settings (here the local Cosmos DB API server)."""
+"""`gigafactory dev --store cosmos --metrics`: the whole dev stack on the Cosmos DB store, as
+a user runs it against an endpoint given in settings (here the local Cosmos DB API server),
+scraped the way Prometheus would."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from azure.cosmos.aio import CosmosClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from launch.devserver import free_port
 from tests.e2e.harness import REPO_ROOT
@@ -56,6 +59,7 @@ async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp
             str(free_port()),
             "--ui-port",
             str(free_port()),
+            "--metrics",
         ],  # fmt: skip
         cwd=REPO_ROOT,
         env=env,
@@ -85,6 +89,24 @@ async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp
                 assert time.monotonic() < deadline, f"job stuck in {stage}"
                 await asyncio.sleep(0.3)
             assert stage == "succeeded"
+            # The fleet's figures come from the Cosmos store's own counts and sums.
+            r = await http.get("/metrics")
+            assert r.status_code == 200, r.text
+            found = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(r.text)
+                for s in family.samples
+            }
+            assert found[("gigafactory_jobs", (("stage", "succeeded"),))] == 1
+            assert found[("gigafactory_spend_usd", (("product", "dev"),))] >= 0
+        # Each process serves its own metrics where stack.json says.
+        urls = json.loads((tmp_path / "stack.json").read_text())["metricsUrls"]
+        assert {"control-1", "api", "factory-local-1"} <= set(urls), urls
+        async with httpx.AsyncClient(timeout=30) as plain:
+            control = (await plain.get(urls["control-1"])).text
+            assert "gigafactory_routing_decision_seconds_count" in control
+            sdk = (await plain.get(urls["control-1 (Temporal SDK)"])).text
+            assert "temporal_" in sdk
         # The job lives in the Cosmos DB database the settings named.
         async with CosmosClient(cosmos_server.endpoint, KEY, connection_verify=False) as cosmos:
             jobs = cosmos.get_database_client(database).get_container_client("jobs")
@@ -98,6 +120,11 @@ async def test_dev_with_store_cosmos_runs_a_job(cosmos_server: CosmosServer, tmp
             os.killpg(process.pid, signal.SIGKILL)
         await drop_database(cosmos_server, database)
     assert process.returncode == 0, "Ctrl-C stops the stack cleanly"
+    # The Azure SDK's request logging (every request and its headers at INFO) stays quiet.
+    logs = sorted((tmp_path / "logs").glob("*.log"))
+    assert logs, "the stack's processes wrote no logs"
+    for log in logs:
+        assert "http_logging_policy" not in log.read_text(), log
 
 
 def _admin_key_from(process: subprocess.Popen[str]) -> str:

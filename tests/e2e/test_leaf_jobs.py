@@ -12,6 +12,7 @@ import pytest
 from gigafactory.contracts import QUERY_LOCK_STATE, SIGNAL_SLOT_GRANTED, SlotGrant
 from tests.conftest import EXAMPLES_DIR
 from tests.e2e.harness import Fleet, max_overlap, parse_time, unique_label
+from tests.replay.recording import record_history
 
 pytestmark = pytest.mark.temporal
 
@@ -87,6 +88,8 @@ async def test_sim_job_reports_cost_and_failing_shell_names_exit_code(fleet: Fle
     failed = await fleet.wait_for(bad["id"], ["failed"])
     assert "exit code 3" in failed["stageReason"]
     assert failed["exitCode"] == 3
+    await record_history(fleet.client, "leaf-succeeded", done["workflowId"])
+    await record_history(fleet.client, "leaf-failed", failed["workflowId"])
 
 
 async def test_phase3_job_waits_for_missing_engine_then_runs(fleet: Fleet, tmp_path: Path) -> None:
@@ -159,6 +162,7 @@ async def test_killed_factory_job_finishes_elsewhere_with_epoch_two(fleet: Fleet
     events = await fleet.events(job["id"])
     requeued = [e for e in events if e["kind"] == "requeued"]
     assert requeued and "stopped heartbeating" in requeued[0]["reason"]
+    await record_history(fleet.client, "leaf-lease-lost", done["workflowId"])
 
 
 async def test_frozen_factory_is_fenced_after_thaw(fleet: Fleet) -> None:
@@ -212,6 +216,8 @@ async def test_jobs_with_the_same_lock_never_overlap(fleet: Fleet) -> None:
             break
         await asyncio.sleep(0.1)
     assert holder is None, f"lock {lock} still held by {holder}"
+    await record_history(fleet.client, "lock", f"lock-{lock}", closed=False)
+    await record_history(fleet.client, "leaf-lock-waiter", jobs[-1]["workflowId"])
 
 
 async def test_cancel_at_every_stage(fleet: Fleet) -> None:
@@ -233,9 +239,10 @@ async def test_cancel_at_every_stage(fleet: Fleet) -> None:
         f"/fleet/jobs/{running['id']}", json={"action": "cancel"}, headers=fleet.auth()
     )
     assert r.status_code == 202
-    await fleet.wait_for(running["id"], ["cancelled"], timeout=30)
+    cancelled = await fleet.wait_for(running["id"], ["cancelled"], timeout=30)
     runs = await fleet.runs(running["id"])
     assert runs[-1]["outcome"] == "cancelled"
+    await record_history(fleet.client, "leaf-cancelled-running", cancelled["workflowId"])
     follower = await fleet.submit(sim(label, duration=0.2))
     await fleet.wait_for(follower["id"], ["succeeded"], timeout=30)
 
@@ -249,8 +256,9 @@ async def test_cancel_at_every_stage(fleet: Fleet) -> None:
         f"/fleet/jobs/{queued['id']}", json={"action": "cancel"}, headers=fleet.auth()
     )
     assert r.status_code == 202
-    await fleet.wait_for(queued["id"], ["cancelled"])
+    dequeued = await fleet.wait_for(queued["id"], ["cancelled"])
     await fleet.wait_for(holder["id"], ["succeeded"], timeout=30)
+    await record_history(fleet.client, "leaf-cancelled-waiting-lock", dequeued["workflowId"])
 
 
 async def test_auth_boundaries(fleet: Fleet) -> None:

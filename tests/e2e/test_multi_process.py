@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gigafactory.settings import Settings
 from launch.devserver import TemporalDevServer, free_port
 from launch.stack import DevStack, LocalFactory
+from tests.support.stacks import process_stack_settings
 
 pytestmark = pytest.mark.temporal
 
@@ -54,15 +54,7 @@ async def test_two_control_and_two_api_processes_keep_every_invariant(
     temporal_server: TemporalDevServer, tmp_path: Path
 ) -> None:
     product = f"mp{free_port()}"
-    settings = Settings(
-        data_dir=tmp_path,
-        temporal_address=temporal_server.address,
-        control_task_queue=f"fleet-control-mp-{free_port()}",
-        api_port=free_port(),
-        budgets=True,
-        factory_heartbeat_interval_s=0.5,
-        reconcile_s=0.5,
-    )
+    settings = process_stack_settings(temporal_server, tmp_path, "mp", reconcile_s=0.5)
     stack = DevStack(
         settings,
         factories=[LocalFactory(id=f"mp-{i}", engines=("sim",), slots=SLOTS) for i in range(3)],

@@ -14,6 +14,7 @@ from launch.devserver import TemporalDevServer
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import Fleet, unique_label
 from tests.e2e.test_cli import cli
+from tests.replay.recording import record_history
 
 pytestmark = pytest.mark.temporal
 
@@ -87,6 +88,7 @@ async def test_critical_evicts_low_which_resumes_from_its_checkpoint(
     assert r.status_code == 409, r.text
     fenced = [e for e in await fleet.events(low["id"]) if e["kind"] == "fenced"]
     assert fenced and fenced[-1]["epoch"] == 1
+    await record_history(fleet.client, "leaf-preempted", done["workflowId"])
 
 
 async def high_may_preempt(fleet: Fleet, product: str) -> None:

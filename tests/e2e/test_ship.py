@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from gigafactory.contracts import ship_workflow_id
 from launch.devserver import TemporalDevServer
 from launch.factory_runtime import factory_workspaces
 from tests.e2e.conftest import fleet_settings, open_fleet
 from tests.e2e.harness import Fleet, cli, unique_label
+from tests.replay.recording import record_history
 from tests.support.agents import git, git_repo
 
 pytestmark = pytest.mark.temporal
@@ -105,6 +107,7 @@ async def test_ship_pushes_the_jobs_commit_and_removes_its_worktree(
     # Shipping again is refused: it is shipped.
     again = await ship(fleet, job["id"])
     assert again.status_code == 409 and "is shipped" in again.json()["error"]["message"]
+    await record_history(fleet.client, "ship", ship_workflow_id(job["productId"], job["id"]))
 
 
 async def test_a_refused_push_leaves_the_job_succeeded_with_gits_reason(

@@ -109,6 +109,18 @@ async def test_query_equality_in_and_partition(backend: DocumentBackend):
     assert await backend.count("jobs", "p", {"stage": ["running", "failed"]}) == 1
 
 
+async def test_total_sums_a_field_over_matches(backend: DocumentBackend):
+    await _seed(backend)
+    assert await backend.total("jobs", None, "n", {}) == 13
+    assert await backend.total("jobs", "p", "n", {}) == 6
+    assert await backend.total("jobs", None, "n", {"stage": "queued"}) == 7
+    assert await backend.total("jobs", "q", "n", {"stage": "running"}) == 0
+    await backend.create("jobs", {"id": "j6", "productId": "p", "stage": "queued"})
+    assert await backend.total("jobs", "p", "n", {"stage": "queued"}) == 5  # no n: counts 0
+    await backend.create("jobs", {"id": "j7", "productId": "p", "n": 0.25})
+    assert await backend.total("jobs", "p", "n", {}) == 6.25
+
+
 async def test_query_order_and_greater_than(backend: DocumentBackend):
     await _seed(backend)
     by_n = await backend.query("jobs", None, Query(order_by="n"))
