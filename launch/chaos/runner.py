@@ -38,7 +38,7 @@ from launch.chaos.records import Evidence
 from launch.devserver import free_port
 from launch.stack import DevStack, LocalFactory
 
-__all__ = ["ChaosOptions", "ChaosReport", "run_chaos"]
+__all__ = ["ChaosError", "ChaosOptions", "ChaosReport", "run_chaos"]
 
 logger = logging.getLogger(__name__)
 

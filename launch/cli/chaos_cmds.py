@@ -52,7 +52,7 @@ def chaos(
     every invariant. Exits 1 when one is broken. See docs/reliability.md.
     """
     from launch.chaos.report import render_report
-    from launch.chaos.runner import ChaosOptions, run_chaos
+    from launch.chaos.runner import ChaosError, ChaosOptions, run_chaos
 
     settings = settings_from(ctx)
     configure_logging("WARNING" if settings.log_level.upper() == "INFO" else settings.log_level)
@@ -72,7 +72,10 @@ def chaos(
     )
     # SIGTERM stops the run as Ctrl-C does: the stack is stopped, nothing is left running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    result = asyncio.run(run_chaos(settings, options))
+    try:
+        result = asyncio.run(run_chaos(settings, options))
+    except ChaosError as err:
+        raise CliError(str(err)) from None
     typer.echo(render_report(result))
     if report is not None:
         report.write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -12,9 +12,10 @@ import pytest
 
 from launch.chaos.plan import FaultKind
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.chaos
 
 
+@pytest.mark.timeout(600)
 def test_a_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = subprocess.run(
@@ -47,3 +48,16 @@ def test_a_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert figures["drained"] is True
     # The evidence is real: every job that succeeded ran a traced agent.
     assert figures["sim agents traced"] >= figures["jobs succeeded"]
+
+
+def test_a_data_dir_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "fleet.sqlite3").write_text("someone's store")
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.cli.main", "chaos", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path} is not empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fleet.sqlite3"]
