@@ -19,6 +19,8 @@ import httpx
 from opentelemetry import propagate
 
 __all__ = [
+    "REPORT_ABANDONED",
+    "STALE_REPORT_FENCED",
     "Fenced",
     "FleetReporter",
     "HttpReporter",
@@ -29,6 +31,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Logged by the factory for every report the control plane fenced (HTTP 409), and for every
+# report given up while the control plane had it (its run was stopped, e.g. fenced by
+# another report, before the answer came): what a chaos run counts as stale reports sent,
+# to compare with the `fenced` events the store recorded. Each line names `job=` and `epoch=`.
+STALE_REPORT_FENCED = "stale report fenced"
+REPORT_ABANDONED = "report abandoned in flight"
 
 
 class Fenced(Exception):
@@ -141,6 +150,8 @@ class HttpReporter:
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/log",
             what=f"log chunk {seq} of job {job_id}",
+            job=job_id,
+            epoch=epoch,
             json=body,
         )
 
@@ -158,6 +169,8 @@ class HttpReporter:
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/artifacts",
             what=f"artifact {name} of job {job_id}",
+            job=job_id,
+            epoch=epoch,
             params={"name": name, "epoch": str(epoch), "productId": product_id},
             content=data,
             headers={"Content-Type": content_type},
@@ -178,6 +191,8 @@ class HttpReporter:
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/started",
             what=f"start of job {job_id}",
+            job=job_id,
+            epoch=epoch,
             json={"productId": product_id, "epoch": epoch},
         )
 
@@ -187,6 +202,8 @@ class HttpReporter:
             "POST",
             f"/fleet/jobs/{quote(job_id, safe='')}/stopped",
             what=f"stop of job {job_id}",
+            job=job_id,
+            epoch=epoch,
             json={"productId": product_id, "epoch": epoch},
         )
 
@@ -198,6 +215,8 @@ class HttpReporter:
             "GET",
             f"/fleet/jobs/{quote(job_id, safe='')}/artifacts/{quote(artifact_id, safe='')}/content",
             what=f"artifact {artifact_id} of job {job_id}",
+            job=job_id,
+            epoch=epoch,
             params={"epoch": str(epoch), "productId": product_id},
         )
         return response.content
@@ -208,6 +227,8 @@ class HttpReporter:
         path: str,
         *,
         what: str,
+        job: str,
+        epoch: int,
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
@@ -219,6 +240,9 @@ class HttpReporter:
             last = attempt == self.attempts
             try:
                 response = await self._client.request(method, url, headers=all_headers, **kwargs)
+            except asyncio.CancelledError:
+                logger.info("%s job=%s epoch=%d: %s", REPORT_ABANDONED, job, epoch, what)
+                raise
             except httpx.TransportError as err:
                 if last:
                     raise ReportRejected(
@@ -231,6 +255,9 @@ class HttpReporter:
                     return response
                 message = _message(response)
                 if status == 409:
+                    logger.warning(
+                        "%s job=%s epoch=%d: %s: %s", STALE_REPORT_FENCED, job, epoch, what, message
+                    )
                     raise Fenced(f"{what}: {message}")
                 if status == 401 and self.on_unauthorized is not None:
                     self.on_unauthorized(message)

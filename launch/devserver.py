@@ -180,6 +180,14 @@ class TemporalDevServer:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (chaos runs); `start` brings it back on the
+        same port and database file."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     async def __aenter__(self) -> TemporalDevServer:
         await self.start()
         return self

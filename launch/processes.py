@@ -186,3 +186,16 @@ class ManagedProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(1)
         self.pid_path.unlink(missing_ok=True)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send `sig` to its process group (SIGSTOP/SIGCONT freeze and thaw it; chaos runs)."""
+        if self.process is not None:
+            _kill_group(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL its whole group at once, as a crash would (no SIGTERM first); it may be
+        started again with `start`."""
+        process, self.process = self.process, None
+        if process is not None:
+            _kill_group(process.pid, signal.SIGKILL)
+            process.wait()

@@ -122,6 +122,7 @@ class DevStack:
             API port, the others on free ports; local factories report to them in turn.
         metrics: Every process serves its own metrics and the Temporal SDK's, each on a
             free port (`metrics_urls`); the API serves the fleet's on `/metrics` anyway.
+        env: Extra environment of every process the stack starts (a chaos run's sim trace).
     """
 
     settings: Settings
@@ -134,6 +135,7 @@ class DevStack:
     metrics: bool = False
     admin_key: str = ""
     metrics_urls: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
     temporal_server: TemporalDevServer | None = None
     store: FleetStore | None = None
     client: Client | None = None
@@ -288,7 +290,7 @@ class DevStack:
         s = self.settings
         ports = self._metrics_ports(name) if self.metrics else {}
         metrics_env = {f"FLEET_{k.upper()}": str(v) for k, v in ports.items()}
-        env = {**os.environ, **settings_env(s), **metrics_env, **(extra_env or {})}
+        env = {**os.environ, **self.env, **settings_env(s), **metrics_env, **(extra_env or {})}
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "launch.cli.main", *command],

@@ -13,6 +13,7 @@ from launch.cli import jobs as jobs_cmds
 from launch.cli import stack_cmds
 from launch.cli.admin import audit, factory_app, key_app
 from launch.cli.budget_cmds import budget_app
+from launch.cli.chaos_cmds import chaos
 from launch.cli.routing_cmds import route_app
 from launch.cli.serve_cmds import serve_app
 
@@ -43,6 +44,7 @@ def _global(
 
 jobs_cmds.register(app)
 app.command("audit")(audit)
+app.command("chaos")(chaos)
 stack_cmds.register(app)
 app.add_typer(factory_app, name="factory")
 app.add_typer(key_app, name="key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import stat
 import sys
@@ -291,3 +292,28 @@ async def test_sim_agent_stops_on_sigterm_with_a_last_progress_line() -> None:
     assert 0.2 < last_progress["elapsedS"] < 5
     cost = next(parse_marker(line, "GF-COST") for line in lines if line.startswith("GF-COST"))
     assert cost is not None and 0 < cost["usd"] < 1
+
+
+async def test_sim_agent_traces_its_start_ticks_and_stop_with_its_cost(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    env = {
+        **os.environ,
+        "GIGAFACTORY_SIM_TRACE": str(trace),
+        "GIGAFACTORY_JOB_ID": "j1",
+        "GIGAFACTORY_EPOCH": "3",
+        "GIGAFACTORY_FACTORY_ID": "f1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "activities.engines.sim_agent", "--duration", "1.2", "--cost",
+        "0.4", stdout=asyncio.subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert await proc.wait() == 0
+
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    events = [r["event"] for r in records]
+    assert events[0] == "start" and events[-1] == "stop" and "tick" in events
+    assert {(r["job"], r["epoch"], r["factory"], r["pid"]) for r in records} == {
+        ("j1", 3, "f1", proc.pid)
+    }
+    assert records[-1]["how"] == "done" and records[-1]["costUsd"] == 0.4
+    assert records[-1]["at"] - records[0]["at"] >= 1.2

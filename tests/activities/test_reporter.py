@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from activities.reporter import Fenced, HttpReporter, RecordingReporter, ReportRejected
+from activities.reporter import (
+    REPORT_ABANDONED,
+    STALE_REPORT_FENCED,
+    Fenced,
+    HttpReporter,
+    RecordingReporter,
+    ReportRejected,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -65,6 +74,36 @@ async def test_409_is_fenced_with_the_api_message() -> None:
     with pytest.raises(Fenced, match="epoch 1 is stale"):
         await rep.append_log("j1", "p1", 1, 1, "x")
     assert len(requests) == 1, "a fence is final, never retried"
+
+
+async def test_every_fenced_or_abandoned_report_is_logged_with_its_job_and_epoch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What `gigafactory chaos` counts as the stale reports a factory sent."""
+    caplog.set_level(logging.INFO, logger="activities.reporter")
+    rep = reporter(lambda r: httpx.Response(409, json={"detail": "stale"}), [])
+    with pytest.raises(Fenced):
+        await rep.started("j.a", "p1", 4)
+    release = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(204)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    pending = asyncio.create_task(HttpReporter("http://f.test", "t", client).stopped("j2", "p", 7))
+    await asyncio.sleep(0.05)
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line for line in lines if STALE_REPORT_FENCED in line] == [
+        f"{STALE_REPORT_FENCED} job=j.a epoch=4: start of job j.a: stale"
+    ]
+    assert [line for line in lines if REPORT_ABANDONED in line] == [
+        f"{REPORT_ABANDONED} job=j2 epoch=7: stop of job j2"
+    ]
 
 
 async def test_5xx_and_connection_errors_are_retried() -> None:
