@@ -208,7 +208,8 @@ class ProductControllerInput(CamelModel):
     # Used when `state` is None (a new controller); a carried state has its own config.
     config: BudgetConfig | None = None
     state: BudgetState | None = None
-    # Test hook: continue-as-new once the history has this many events (not carried over).
+    # Continue-as-new once the history has this many events (carried over); the server's
+    # own suggestion applies too.
     continue_as_new_after_events: int | None = None
 
 

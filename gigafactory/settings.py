@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # Feature flags (default off: off means no behaviour change at all).
     preemption: bool = False
     budgets: bool = False
+    # A product controller continues as new at this many history events.
+    budget_controller_max_events: int = Field(default=1000, ge=50)
     routing_shadow: str | None = None
     # Preemption policy, fleet-wide (a product may set its own beside its routing weights):
     # priorities that may evict lower ones (the specification's rule: critical only), and a

@@ -16,7 +16,8 @@ Handlers only change the state (synchronously, so they never interleave); the ma
 sends `budget_admitted` to every job admitted from the queue, rolls the window when its
 reset timer fires, refreshes the UI details and continues-as-new (all handlers finished
 first, the state carried in the input) when Temporal suggests it, or once the history
-reaches `continue_as_new_after_events` (a test hook).
+reaches `continue_as_new_after_events` (`FLEET_BUDGET_CONTROLLER_MAX_EVENTS`): a busy
+controller's history stays short enough to replay within its task timeout after a restart.
 """
 
 from __future__ import annotations
@@ -167,7 +168,11 @@ class ProductControllerWorkflow:
             if self._should_continue_as_new(can_after):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
-                    ProductControllerInput(product_id=self._state.product_id, state=self._state)
+                    ProductControllerInput(
+                        product_id=self._state.product_id,
+                        state=self._state,
+                        continue_as_new_after_events=can_after,
+                    )
                 )
             timeout: timedelta | None = None
             if self._state.resets_at is not None:

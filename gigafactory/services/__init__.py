@@ -99,7 +99,9 @@ class Services:
         self.audit = audit = AuditLog(store, settings, clock)
         self.rates = rates = RateLimits.from_settings(settings)
         self.lifecycle = Lifecycle(store)
-        self.controllers = ControllerClient(store, temporal, queue)
+        self.controllers = ControllerClient(
+            store, temporal, queue, settings.budget_controller_max_events
+        )
         self.workflows = WorkflowOps(temporal, queue)
         self.queue = Queue(store)
         self.jobs = JobService(store, temporal, settings, self.lifecycle, clock, audit, rates)

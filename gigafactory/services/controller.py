@@ -41,6 +41,9 @@ class ControllerClient:
     store: FleetStore
     temporal: Client
     task_queue: str
+    # A controller continues as new at this many history events (FLEET_BUDGET_CONTROLLER_
+    # MAX_EVENTS), so that replaying it after a restart stays short however busy it is.
+    max_events: int | None = None
 
     async def stored_config(self, product_id: str) -> BudgetConfig:
         """The product's budget as operators set it (the defaults: no ceiling)."""
@@ -48,7 +51,9 @@ class ControllerClient:
         return BudgetConfig.model_validate(stored.config) if stored else BudgetConfig()
 
     def _start_input(self, product_id: str, config: BudgetConfig) -> ProductControllerInput:
-        return ProductControllerInput(product_id=product_id, config=config)
+        return ProductControllerInput(
+            product_id=product_id, config=config, continue_as_new_after_events=self.max_events
+        )
 
     async def signal(self, product_id: str, signal: str, arg: Any) -> None:
         """Signal the product's controller, starting it (with the stored budget) if missing."""

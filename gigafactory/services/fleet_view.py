@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from gigafactory.contracts import CandidateScore, ScoreTerm
-from gigafactory.models import Factory, Job, Priority, SlotTable
+from gigafactory.models import Factory, Job, Priority, SlotReservation, SlotTable
 from routing import Candidate, FactoryView, FleetSummary, JobRequest, PreemptionPlan, RunningJob
 
 __all__ = [
@@ -78,8 +78,21 @@ def running_jobs(
     min_runtime_s: Mapping[str, float] | None = None,
 ) -> list[RunningJob]:
     """Every slot holder but `exclude`; one already being evicted is not preemptible. A
-    product in `min_runtime_s` protects its jobs that long (others: the policy's minimum)."""
+    product in `min_runtime_s` protects its jobs that long (others: the policy's minimum).
+
+    A job holds one slot per lease, but a lost lease's reservation (a killed factory's)
+    stays until it is given back or reaped while the next lease holds another: the job runs
+    where its newest lease is, so that one alone stands for it.
+    """
     protect = min_runtime_s or {}
+    newest: dict[str, tuple[str, SlotReservation]] = {}
+    for factory_id, table in tables.items():
+        for r in table.reservations:
+            if r.job_id == exclude:
+                continue
+            seen = newest.get(r.job_id)
+            if seen is None or (r.epoch, r.reserved_at) > (seen[1].epoch, seen[1].reserved_at):
+                newest[r.job_id] = (factory_id, r)
     return [
         RunningJob(
             job_id=r.job_id,
@@ -89,9 +102,7 @@ def running_jobs(
             preemptible=r.evicted_by is None,
             min_runtime_s=protect.get(r.product_id),
         )
-        for factory_id, table in tables.items()
-        for r in table.reservations
-        if r.job_id != exclude
+        for factory_id, r in newest.values()
     ]
 
 

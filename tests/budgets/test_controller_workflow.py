@@ -279,3 +279,21 @@ async def test_state_survives_continue_as_new_and_a_worker_restart(h: Harness) -
         await h.controller.signal(ProductControllerWorkflow.resume, ResumeRequest())
         state = await eventually(h.state, lambda s: s.status == "active")
         assert state.spent_usd == 3.0
+
+
+async def test_a_busy_controller_keeps_continuing_as_new(h: Harness) -> None:
+    """The history bound is carried over, so a controller that keeps admitting keeps its
+    history short run after run (a restart replays at most that much)."""
+    async with h.worker():
+        started = await h.start(BudgetConfig(ceiling_usd=1000.0), continue_as_new_after_events=12)
+        runs = {started.result_run_id}
+        for n in range(12):
+            assert (await h.admit(f"j{n}", 1.0)).admitted
+            await h.spend(f"j{n}:1", f"j{n}", 0.5)
+            runs.add((await h.controller.describe()).run_id)
+        assert len(runs) >= 3, runs  # continued as new more than once
+        state = await h.state()
+        assert state.spent_usd == 6.0
+        assert set(state.counted_runs) == {f"j{n}:1" for n in range(12)}
+        history = await h.controller.fetch_history()
+        assert len(history.events) <= 12 + 10  # one batch of handlers past the bound at most

@@ -160,3 +160,37 @@ async def test_a_victims_own_product_decides_how_long_it_is_protected(services: 
     await services.routing.put_weights(key(), "safe", {}, PreemptionSettings(min_runtime_s=600))
     routed = await place(services, "urgent", priority=Priority.CRITICAL, preemption=True)
     assert (routed.factory_id, routed.evicted) == ("b", ["open-job"])
+
+
+async def test_a_job_still_holding_its_lost_leases_slot_is_planned_once(
+    services: Services,
+) -> None:
+    """A factory killed mid-run leaves its reservation until it is given back or reaped,
+    while the job's next lease holds a slot elsewhere: routing a critical job meanwhile must
+    plan with the job where its newest lease is (it once failed: duplicate running job id)."""
+    for factory_id in ("lost", "a", "b"):
+        await services.store.create_factory(
+            Factory(
+                id=factory_id, engines=["sim"], slots=1, enrolled_at=NOW, last_heartbeat_at=NOW
+            )  # fmt: skip
+        )
+    for factory_id, job_id, epoch, age in (
+        ("lost", "moved", 1, 60), ("a", "moved", 2, 20), ("b", "other", 1, 30),
+    ):  # fmt: skip
+        reservation = SlotReservation(
+            job_id=job_id, product_id="beta", epoch=epoch, priority=Priority.LOW,
+            reserved_at=NOW - timedelta(seconds=age),
+        )  # fmt: skip
+        assert await services.store.reserve_slot(factory_id, 1, reservation)
+    plan = await services.routing.plan(
+        job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
+                    preferred_labels=[], waiting_since=NOW),  # fmt: skip
+        "acme", None, await services.routing.snapshot(), now=NOW, may_preempt=True,
+    )  # fmt: skip
+    assert plan.preemption is not None
+    # The victim is one job on one factory, never the lost lease's stale slot.
+    assert len(plan.preemption.evict) == 1
+    assert (plan.preemption.factory_id, plan.preemption.evict) in {
+        ("a", ("moved",)),
+        ("b", ("other",)),
+    }
