@@ -20,6 +20,7 @@ from gigafactory.models import (
 from gigafactory.services import Services
 from gigafactory.services.errors import Forbidden, InvalidInput
 from gigafactory.services.fleet_view import job_request
+from gigafactory.services.routing import RoutePlan
 from gigafactory.services.specs import Submission
 from gigafactory.store import FleetStore
 from routing import FleetWeights
@@ -136,26 +137,36 @@ async def test_the_shadow_report_counts_placements_and_how_they_differ(
         await services.routing.shadow_report(key(), "acme", window=timedelta(0))
 
 
-async def test_a_victims_own_product_decides_how_long_it_is_protected(services: Services) -> None:
-    """Two one-slot factories, each running a low job of another product; `a` would be the
-    victim (it sorts first), but its product protects its jobs for ten minutes."""
-    for factory_id in ("a", "b"):
+async def one_slot_factories(services: Services, *ids: str) -> None:
+    """Healthy one-slot sim factories."""
+    for factory_id in ids:
         await services.store.create_factory(
             Factory(
                 id=factory_id, engines=["sim"], slots=1, enrolled_at=NOW, last_heartbeat_at=NOW
             )  # fmt: skip
         )
+
+
+async def plan_critical(services: Services) -> RoutePlan:
+    """The routing plan of a critical `acme` sim job that may preempt."""
+    return await services.routing.plan(
+        job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
+                    preferred_labels=[], waiting_since=NOW),  # fmt: skip
+        "acme", None, await services.routing.snapshot(), now=NOW, may_preempt=True,
+    )  # fmt: skip
+
+
+async def test_a_victims_own_product_decides_how_long_it_is_protected(services: Services) -> None:
+    """Two one-slot factories, each running a low job of another product; `a` would be the
+    victim (it sorts first), but its product protects its jobs for ten minutes."""
+    await one_slot_factories(services, "a", "b")
     for factory_id, product in (("a", "safe"), ("b", "open")):
         reservation = SlotReservation(
             job_id=f"{product}-job", product_id=product, epoch=1, priority=Priority.LOW,
             reserved_at=NOW - timedelta(seconds=20),  # young: the reaper leaves it alone
         )  # fmt: skip
         assert await services.store.reserve_slot(factory_id, 1, reservation)
-    unprotected = await services.routing.plan(
-        job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
-                    preferred_labels=[], waiting_since=NOW),  # fmt: skip
-        "acme", None, await services.routing.snapshot(), now=NOW, may_preempt=True,
-    )  # fmt: skip
+    unprotected = await plan_critical(services)
     assert unprotected.preemption is not None and unprotected.preemption.evict == ("safe-job",)
     await services.routing.put_weights(key(), "safe", {}, PreemptionSettings(min_runtime_s=600))
     routed = await place(services, "urgent", priority=Priority.CRITICAL, preemption=True)
@@ -168,12 +179,7 @@ async def test_a_job_still_holding_its_lost_leases_slot_is_planned_once(
     """A factory killed mid-run leaves its reservation until it is given back or reaped,
     while the job's next lease holds a slot elsewhere: routing a critical job meanwhile must
     plan with the job where its newest lease is (it once failed: duplicate running job id)."""
-    for factory_id in ("lost", "a", "b"):
-        await services.store.create_factory(
-            Factory(
-                id=factory_id, engines=["sim"], slots=1, enrolled_at=NOW, last_heartbeat_at=NOW
-            )  # fmt: skip
-        )
+    await one_slot_factories(services, "lost", "a", "b")
     for factory_id, job_id, epoch, age in (
         ("lost", "moved", 1, 60), ("a", "moved", 2, 20), ("b", "other", 1, 30),
     ):  # fmt: skip
@@ -182,11 +188,7 @@ async def test_a_job_still_holding_its_lost_leases_slot_is_planned_once(
             reserved_at=NOW - timedelta(seconds=age),
         )  # fmt: skip
         assert await services.store.reserve_slot(factory_id, 1, reservation)
-    plan = await services.routing.plan(
-        job_request("urgent", engine="sim", capabilities=[], priority=Priority.CRITICAL,
-                    preferred_labels=[], waiting_since=NOW),  # fmt: skip
-        "acme", None, await services.routing.snapshot(), now=NOW, may_preempt=True,
-    )  # fmt: skip
+    plan = await plan_critical(services)
     assert plan.preemption is not None
     # The victim is one job on one factory, never the lost lease's stale slot.
     assert len(plan.preemption.evict) == 1
