@@ -106,6 +106,7 @@ async def _record(store: FleetStore, client: Client, job: Job) -> JobRecord:
         stage=job.stage.value,
         workflow_status=await workflow_status(client, job.workflow_id),
         cost_usd=job.cost_usd,
+        stage_reason=job.stage_reason,
         lock=job.spec.lock,
         is_parent=bool(job.spec.children),
         runs=tuple(

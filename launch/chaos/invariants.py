@@ -68,8 +68,13 @@ def jobs_stuck(ev: Evidence) -> list[str]:
 
 
 def jobs_not_succeeded(ev: Evidence) -> list[str]:
-    """Terminal jobs that did not succeed (every sim of a chaos run is asked to succeed)."""
-    return [j.id for j in ev.jobs.values() if j.stage in TERMINAL and j.stage != "succeeded"]
+    """Terminal jobs that did not succeed (every sim of a chaos run is asked to succeed),
+    each with its stage and why, so a failed run explains itself."""
+    return [
+        f"{j.id} ({j.stage}: {j.stage_reason or 'no reason recorded'})"
+        for j in ev.jobs.values()
+        if j.stage in TERMINAL and j.stage != "succeeded"
+    ]
 
 
 def double_successes(ev: Evidence) -> list[str]:

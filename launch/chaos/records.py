@@ -56,6 +56,7 @@ class JobRecord:
     is_parent: bool = False
     runs: tuple[RunRecord, ...] = ()
     fenced: tuple[FencedReport, ...] = ()
+    stage_reason: str | None = None
 
 
 @dataclass(frozen=True)

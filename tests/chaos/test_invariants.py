@@ -89,8 +89,12 @@ def test_a_job_not_terminal_or_whose_workflow_runs_is_stuck() -> None:
 
 def test_a_failed_job_is_not_succeeded() -> None:
     ev = clean()
-    ev.jobs["j1"] = replace(ev.jobs["j1"], stage="failed")
-    assert jobs_not_succeeded(ev) == ["j1"]
+    ev.jobs["j1"] = replace(ev.jobs["j1"], stage="failed", stage_reason="agent exited 3")
+    ev.jobs["j2"] = replace(ev.jobs["j2"], stage="cancelled")
+    assert sorted(jobs_not_succeeded(ev)) == [
+        "j1 (failed: agent exited 3)",
+        "j2 (cancelled: no reason recorded)",
+    ]
 
 
 def test_two_successful_runs_of_one_job_are_found() -> None:
