@@ -350,6 +350,11 @@ class FactoryOut(CamelModel):
         description="Reported healthy at a heartbeat no older than the unhealthy threshold."
     )
     reported_healthy: bool
+    lease_lost_at: datetime | None = Field(
+        default=None,
+        description="When a run's lease on it was lost; routing skips it until its next heartbeat.",
+    )
+    lease_lost_reason: str | None = None
     running: int
     cost_rate_usd_per_hour: float
 
@@ -369,6 +374,8 @@ class FactoryOut(CamelModel):
             last_heartbeat_at=f.last_heartbeat_at,
             healthy=state.healthy,
             reported_healthy=f.healthy,
+            lease_lost_at=f.lease_lost_at,
+            lease_lost_reason=f.lease_lost_reason,
             running=f.running,
             cost_rate_usd_per_hour=f.cost_rate_usd_per_hour,
         )

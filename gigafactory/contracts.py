@@ -334,6 +334,9 @@ class FinishRunInput(RunFields):
     outcome: RunOutcome
     # FLEET_BUDGETS when the job was submitted: only then may its run raise a budget alert.
     budgets_enforced: bool = False
+    # The run was lost because the factory stopped heartbeating it or never picked it up:
+    # the factory is skipped by routing until its next heartbeat.
+    factory_unresponsive: bool = False
     # The job's stage after the run (None: unchanged), with its event.
     stage: Stage | None = None
     stage_reason: str | None = None

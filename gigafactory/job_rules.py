@@ -57,6 +57,9 @@ class Verdict:
     outcome: RunOutcome
     reason: str
     requeue: bool
+    # The factory stopped answering for the run (its lease or pick-up timed out): routing
+    # skips it until it heartbeats again.
+    factory_unresponsive: bool = False
 
 
 def classify_failure(
@@ -68,12 +71,12 @@ def classify_failure(
             f"factory {factory_id} stopped heartbeating "
             f"(lease of {timing.lease_heartbeat_timeout_s:g}s expired)"
         )
-        return Verdict(RunOutcome.LOST, reason, requeue=True)
+        return Verdict(RunOutcome.LOST, reason, requeue=True, factory_unresponsive=True)
     if kind == FailureKind.DISPATCH_TIMEOUT:
         reason = (
             f"factory {factory_id} did not pick the job up within {timing.dispatch_timeout_s:g}s"
         )
-        return Verdict(RunOutcome.LOST, reason, requeue=True)
+        return Verdict(RunOutcome.LOST, reason, requeue=True, factory_unresponsive=True)
     if kind == FailureKind.RUN_TIMEOUT:
         return Verdict(RunOutcome.TIMED_OUT, f"timed out after {timeout_s:g}s", requeue=False)
     if kind == FailureKind.FENCED:

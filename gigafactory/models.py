@@ -460,6 +460,10 @@ class Factory(CamelModel):
     healthy: bool = True  # what the factory itself reported at its last heartbeat
     running: int = 0  # what the factory itself reported at its last heartbeat
     cost_rate_usd_per_hour: float = 0.0
+    # A run's lease on it was lost (it stopped heartbeating it, or never picked the run
+    # up): when, and the sentence why. Routing skips it until its next heartbeat clears it.
+    lease_lost_at: datetime | None = None
+    lease_lost_reason: str | None = None
     etag: str | None = Field(default=None, exclude=True)
 
 

@@ -75,8 +75,10 @@ def is_healthy(factory: FactoryView, ctx: RoutingContext) -> bool:
 
     The status (cordoned, revoked) is a separate filter: see `factory_exclusion`.
     """
-    return factory.reported_healthy and heartbeat_is_fresh(
-        factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s
+    return (
+        factory.reported_healthy
+        and factory.lease_lost is None
+        and heartbeat_is_fresh(factory.last_heartbeat_at, ctx.now, ctx.unhealthy_after_s)
     )
 
 
@@ -92,6 +94,10 @@ def standing_exclusion(factory: FactoryView) -> Excluded | None:
         return Excluded(Exclusion.UNHEALTHY, "reports itself unhealthy")
     if factory.last_heartbeat_at is None:
         return Excluded(Exclusion.UNHEALTHY, "has never sent a heartbeat")
+    if factory.lease_lost is not None:
+        return Excluded(
+            Exclusion.UNHEALTHY, f"{factory.lease_lost}; skipped until its next heartbeat"
+        )
     return None
 
 

@@ -71,6 +71,9 @@ class FactoryView:
     last_heartbeat_at: datetime | None
     reported_healthy: bool
     cost_rate_usd_per_hour: float
+    # Why the control plane stopped trusting it (a run's lease on it was lost) until its
+    # next heartbeat; None: nothing against it.
+    lease_lost: str | None = None
 
     @property
     def free(self) -> int:

@@ -117,7 +117,11 @@ def _load(factory: FactoryView) -> float:
 
 
 def _health(factory: FactoryView, ctx: RoutingContext) -> float:
-    if not factory.reported_healthy or factory.last_heartbeat_at is None:
+    if (
+        not factory.reported_healthy
+        or factory.last_heartbeat_at is None
+        or factory.lease_lost is not None
+    ):
         return 0.0
     age = seconds_since(ctx.now, factory.last_heartbeat_at)
     return health_term(age, ctx.unhealthy_after_s)

@@ -139,7 +139,7 @@ class Services:
             store, settings, self.controllers, self.lifecycle, clock, audit
         )
         self.attempts = AttemptService(
-            store, self.lifecycle, self.budgets, self.dispatcher, self.jobs
+            store, self.lifecycle, self.budgets, self.dispatcher, self.jobs, self.factories
         )
         self.keys = KeyService(store, clock, audit)
         self.artifacts = ArtifactService(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from gigafactory.contracts import FinishRunInput, WithdrawInput
 from gigafactory.services.budgets import BudgetService
 from gigafactory.services.dispatch import Dispatcher
+from gigafactory.services.factories import FactoryService
 from gigafactory.services.jobs import JobService
 from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.store.fleet_store import FleetStore
@@ -33,13 +34,23 @@ class AttemptService:
     budgets: BudgetService
     dispatcher: Dispatcher
     jobs: JobService
+    factories: FactoryService
 
     async def finish(self, inp: FinishRunInput) -> None:
         """Record how an attempt ended and the job's next stage; free its slot for the best
-        waiting job."""
+        waiting job (on another factory, when this one stopped answering for the run)."""
         recorded = await self.lifecycle.record_run(inp)
         if recorded.new_spend:
             await self.budgets.alert_if_crossed(inp)
+        if inp.factory_unresponsive:
+            # Before the slot is freed, so the hand-off does not give it to another job.
+            at = inp.finished_at
+            await self.factories.lease_lost(
+                inp.factory_id,
+                at,
+                # No job id: every role may read a factory, not every job.
+                f"lost a run's lease at {at:%H:%M:%S} UTC: {inp.reason or 'no reason given'}",
+            )
         await self.dispatcher.release(
             inp.factory_id, inp.job_id, inp.epoch, reason=f"{inp.job_id} ended its run"
         )

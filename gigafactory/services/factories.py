@@ -43,10 +43,12 @@ logger = logging.getLogger(__name__)
 
 
 def is_healthy(factory: Factory, now: datetime, unhealthy_after_s: float) -> bool:
-    """Not revoked, reported healthy, at a heartbeat routing still counts as fresh."""
+    """Not revoked, reported healthy, no lease lost since its last heartbeat, at a
+    heartbeat routing still counts as fresh."""
     return (
         factory.status != FactoryStatus.REVOKED
         and factory.healthy
+        and factory.lease_lost_at is None
         and heartbeat_is_fresh(factory.last_heartbeat_at, now, unhealthy_after_s)
     )
 
@@ -274,6 +276,8 @@ class FactoryService:
             f.healthy = beat.healthy
             f.running = beat.running
             f.last_heartbeat_at = now
+            # Alive and talking again: what a lost lease held against it is cleared.
+            f.lease_lost_at = f.lease_lost_reason = None
             return f
 
         updated = await self.store.update_factory(factory.id, update)
@@ -289,6 +293,31 @@ class FactoryService:
         if updated.status == FactoryStatus.ACTIVE and reasons:
             await self._fill(factory.id, " and ".join(reasons))
         return await self.state_of(updated)
+
+    async def lease_lost(self, factory_id: str, at: datetime, reason: str) -> bool:
+        """A run's lease on the factory was lost at `at` (it stopped heartbeating the run,
+        or never picked it up): routing skips it until its next heartbeat, so neither the
+        requeued job nor the slot the loss freed is sent back to a factory that may be
+        frozen or gone. A heartbeat received after `at` already shows it alive: nothing is
+        held against it then. Returns whether the factory is now skipped.
+        """
+
+        def update(f: Factory) -> Factory | None:
+            if f.last_heartbeat_at is not None and f.last_heartbeat_at > at:
+                return None
+            if f.lease_lost_at is not None and f.lease_lost_at >= at:
+                return None
+            f.lease_lost_at, f.lease_lost_reason = at, reason
+            return f
+
+        try:
+            updated = await self.store.update_factory(factory_id, update)
+        except NotFound:
+            return False
+        if updated.lease_lost_at != at:
+            return False
+        logger.warning("factory %s is skipped until its next heartbeat: %s", factory_id, reason)
+        return True
 
     async def rotate(self, caller: Principal, factory_id: str) -> str:
         """A new token for the factory (itself, or an operator); the old one is refused at

@@ -69,6 +69,7 @@ def factory_view(factory: Factory, table: SlotTable | None, job_id: str) -> Fact
         last_heartbeat_at=factory.last_heartbeat_at,
         reported_healthy=factory.healthy,
         cost_rate_usd_per_hour=factory.cost_rate_usd_per_hour,
+        lease_lost=factory.lease_lost_reason if factory.lease_lost_at is not None else None,
     )
 
 

@@ -26,21 +26,24 @@ __all__ = ["fleet_settings", "open_fleet"]
 
 
 def fleet_settings(temporal_address: str, data_dir: Path, **extra: Any) -> Settings:
-    """Short leases and timers, so crash and requeue paths finish in seconds."""
+    """Short leases and timers, so crash and requeue paths finish in seconds (`extra`
+    overrides any of them)."""
     _, admin_key = mint("gfk")
+    timers: dict[str, Any] = {
+        "lease_heartbeat_timeout_s": 3,
+        "dispatch_timeout_s": 5,
+        "factory_unhealthy_after_s": 4,
+        "factory_heartbeat_interval_s": 0.5,
+        "stop_grace_s": 2,
+        "log_chunk_interval_s": 0.3,
+    }
     return Settings(
         data_dir=data_dir,
         temporal_address=temporal_address,
         api_port=free_port(),
         admin_key=admin_key,
         control_task_queue=f"fleet-control-e2e-{free_port()}",
-        lease_heartbeat_timeout_s=3,
-        dispatch_timeout_s=5,
-        factory_unhealthy_after_s=4,
-        factory_heartbeat_interval_s=0.5,
-        stop_grace_s=2,
-        log_chunk_interval_s=0.3,
-        **extra,
+        **{**timers, **extra},
     )
 
 

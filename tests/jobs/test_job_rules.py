@@ -22,22 +22,25 @@ TIMING = JobTiming(lease_heartbeat_timeout_s=15, dispatch_timeout_s=30, max_lost
 
 
 @pytest.mark.parametrize(
-    ("kind", "outcome", "requeue", "words"),
+    ("kind", "outcome", "requeue", "unresponsive", "words"),
     [
-        (FailureKind.HEARTBEAT_TIMEOUT, RunOutcome.LOST, True, "lease of 15s expired"),
-        (FailureKind.DISPATCH_TIMEOUT, RunOutcome.LOST, True, "within 30s"),
-        (FailureKind.RUN_TIMEOUT, RunOutcome.TIMED_OUT, False, "timed out after 90s"),
-        (FailureKind.FENCED, RunOutcome.LOST, True, "stale lease: epoch 1"),
-        (FailureKind.FACTORY_CANCELLED, RunOutcome.LOST, True, "cancelled by the factory"),
-        (FailureKind.FACTORY_SHUTDOWN, RunOutcome.LOST, True, "f1 shut down"),
-        (FailureKind.ERROR, RunOutcome.FAILED, False, "run_agent failed on f1: epoch 1"),
+        (FailureKind.HEARTBEAT_TIMEOUT, RunOutcome.LOST, True, True, "lease of 15s expired"),
+        (FailureKind.DISPATCH_TIMEOUT, RunOutcome.LOST, True, True, "within 30s"),
+        (FailureKind.RUN_TIMEOUT, RunOutcome.TIMED_OUT, False, False, "timed out after 90s"),
+        (FailureKind.FENCED, RunOutcome.LOST, True, False, "stale lease: epoch 1"),
+        (FailureKind.FACTORY_CANCELLED, RunOutcome.LOST, True, False, "cancelled by the factory"),
+        (FailureKind.FACTORY_SHUTDOWN, RunOutcome.LOST, True, False, "f1 shut down"),
+        (FailureKind.ERROR, RunOutcome.FAILED, False, False, "run_agent failed on f1: epoch 1"),
     ],
 )
 def test_each_failure_has_its_verdict(
-    kind: FailureKind, outcome: RunOutcome, requeue: bool, words: str
+    kind: FailureKind, outcome: RunOutcome, requeue: bool, unresponsive: bool, words: str
 ) -> None:
     verdict = classify_failure(kind, "f1", "epoch 1", TIMING, 90)
     assert (verdict.outcome, verdict.requeue) == (outcome, requeue)
+    # Only a factory that stopped answering for the run is held suspect; one that answered
+    # (fenced, cancelled, shutting down) or a job's own failure is not.
+    assert verdict.factory_unresponsive is unresponsive
     assert words in verdict.reason
 
 

@@ -36,6 +36,7 @@ def factory(
     heartbeat_age_s: float | None = 0.0,
     healthy: bool = True,
     cost: float = 1.0,
+    lease_lost: str | None = None,
 ) -> FactoryView:
     return FactoryView(
         id=id,
@@ -47,6 +48,7 @@ def factory(
         last_heartbeat_at=None if heartbeat_age_s is None else ago(heartbeat_age_s),
         reported_healthy=healthy,
         cost_rate_usd_per_hour=cost,
+        lease_lost=lease_lost,
     )
 
 

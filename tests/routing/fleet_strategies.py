@@ -67,6 +67,7 @@ def views(draw: st.DrawFn, factory_id: str) -> FactoryView:
         status=draw(statuses),
         healthy=draw(st.sampled_from((True,) * 5 + (False,))),
         cost=draw(costs),
+        lease_lost=draw(st.sampled_from((None,) * 7 + ("lost the lease of job j at 12:00:00",))),
     )
     return replace(view, last_heartbeat_at=draw(heartbeats))
 
@@ -155,6 +156,7 @@ def contended(draw: st.DrawFn, request: JobRequest) -> list[FactoryView]:
                 labels=view.labels | request.capabilities,
                 status="active",
                 reported_healthy=True,
+                lease_lost=None,
                 last_heartbeat_at=draw(heartbeats.filter(lambda at: at is not None)),
                 reserved=view.slots + draw(st.sampled_from((0, 0, 1))),
             )

@@ -45,6 +45,7 @@ def test_a_fractional_limit_has_the_same_boundary():
         (factory(heartbeat_age_s=0, healthy=False), False),
         (factory(heartbeat_age_s=None), False),
         (factory(status="cordoned"), True),  # health only: the status is another filter
+        (factory(heartbeat_age_s=0, lease_lost="lost the lease of job j"), False),
     ],
 )
 def test_is_healthy_needs_the_report_and_a_fresh_heartbeat(view, healthy):
@@ -61,12 +62,26 @@ ages_us = st.integers(-2_000_000, 40_000_000) | st.sampled_from(
 @given(
     age_us=ages_us,
     reported=st.booleans(),
+    lost=st.none() | st.just("lost the lease of job j"),
     limit=st.sampled_from((LIMIT_S, 15.25, 0.1)) | st.floats(1e-3, 60),
 )
-def test_the_filter_excludes_for_health_exactly_when_is_healthy_says_so(age_us, reported, limit):
+def test_the_filter_excludes_for_health_exactly_when_is_healthy_says_so(
+    age_us, reported, lost, limit
+):
     ctx = RoutingContext(now=NOW, unhealthy_after_s=limit)
     view = dataclasses.replace(
-        factory(healthy=reported), last_heartbeat_at=NOW - timedelta(microseconds=age_us)
+        factory(healthy=reported, lease_lost=lost),
+        last_heartbeat_at=NOW - timedelta(microseconds=age_us),
     )
     assert (factory_exclusion(view, ctx) is None) == is_healthy(view, ctx)
-    assert is_healthy(view, ctx) == (reported and age_us / 1e6 <= limit)
+    assert is_healthy(view, ctx) == (reported and lost is None and age_us / 1e6 <= limit)
+
+
+def test_a_factory_that_lost_a_lease_is_excluded_with_the_reason_until_its_next_heartbeat():
+    view = factory(heartbeat_age_s=0, lease_lost="lost the lease of job j at 12:00:00")
+    excluded = factory_exclusion(view, CTX)
+    assert excluded is not None
+    assert excluded.kind == "unhealthy"
+    assert excluded.because == (
+        "lost the lease of job j at 12:00:00; skipped until its next heartbeat"
+    )

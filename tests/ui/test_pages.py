@@ -86,6 +86,30 @@ async def test_the_fleet_map_shows_each_factory(ui: UiApp, admin: Browser) -> No
     assert again.status_code == 304 and again.content == b""
 
 
+async def test_a_factory_that_lost_a_lease_shows_why_it_gets_no_jobs(
+    ui: UiApp, admin: Browser
+) -> None:
+    now = datetime.now(UTC)
+    await ui.store.create_factory(
+        Factory(
+            id="f-frozen",
+            engines=["sim"],
+            slots=1,
+            enrolled_at=now,
+            last_heartbeat_at=now,
+            lease_lost_at=now,
+            lease_lost_reason="lost a run's lease at 12:00:05 UTC: <i>stopped</i> heartbeating",
+        )
+    )
+    r = await admin.http.get("/ui")
+    card = r.text.split('data-factory="f-frozen"', 1)[1]
+    assert ">unhealthy<" in card
+    assert (
+        "lost a run&#39;s lease at 12:00:05 UTC: &lt;i&gt;stopped&lt;/i&gt; heartbeating; "
+        "no jobs until its next heartbeat"
+    ) in card
+
+
 async def test_a_finished_job_stops_its_polling(ui: UiApp, admin: Browser) -> None:
     job = await ui.submit()
     live = await admin.http.get(f"/ui/jobs/{job['id']}/live")

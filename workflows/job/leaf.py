@@ -314,6 +314,7 @@ class LeafStep:
                     result,
                     stage=Stage.FAILED,
                     reason=f"gave up after {lost + 1} lost attempts: {verdict.reason}",
+                    factory_unresponsive=verdict.factory_unresponsive,
                 )
                 return
             await self._finish(
@@ -324,6 +325,7 @@ class LeafStep:
                 stage=Stage.QUEUED,
                 reason=f"requeued: {verdict.reason}",
                 kind="requeued",
+                factory_unresponsive=verdict.factory_unresponsive,
             )
             raise _Lost(factory_id, verdict.reason, _last_progress(err)) from err
 
@@ -364,10 +366,13 @@ class LeafStep:
         override: RunOutcome | None = None,
         kind: str = "stage",
         data: dict[str, Any] | None = None,
+        factory_unresponsive: bool = False,
     ) -> None:
         """Tell the budget controller the cost, then record the run and the job's next
         stage (one local activity, one projection write) and free the slot for the next
-        job: a job that reads finished has its spend counted by its controller already."""
+        job: a job that reads finished has its spend counted by its controller already.
+        `factory_unresponsive`: the factory lost the lease, and is skipped until it
+        heartbeats again."""
         rec = self.record
         rec.cost_usd += result.cost_usd
         rec.exit_code = result.exit_code
@@ -389,6 +394,7 @@ class LeafStep:
                 reason=result.reason,
                 checkpoint=result.checkpoint,
                 budgets_enforced=rec.inp.timing.budgets,
+                factory_unresponsive=factory_unresponsive,
                 stage=stage,
                 stage_reason=reason,
                 event_id=str(workflow.uuid4()),
