@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     factory_unhealthy_after_s: float = Field(default=20.0, gt=0)
     lease_heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     dispatch_timeout_s: float = Field(default=30.0, gt=0)  # schedule-to-start on a factory
+    # A job whose runs were lost (factory gone, lease or pick-up timed out) this many times
+    # fails instead of being requeued again: a job that takes its factories down stops.
+    max_lost_attempts: int = Field(default=5, ge=1)
     # Routing reads the fleet (factories, slot tables) for every decision (0), or at most
     # this often: for fleets of thousands of factories (docs/deployment.md).
     routing_snapshot_s: float = Field(default=0.0, ge=0)
