@@ -346,11 +346,15 @@ class JobView(CamelModel):
     fenced_reports: int = 0
     # A shipped job with a repository: what SHIP pushed.
     shipment: Shipment | None = None
+    # The Idempotency-Key it was submitted with, if any.
+    idempotency_key: str | None = None
 
 
 class Job(JobView):
     """The store's projection of a job: what the API and UI read fast."""
 
+    # With an idempotency key: the digest of what was asked (a retry must ask the same).
+    request_digest: str | None = None
     etag: str | None = Field(default=None, exclude=True)
 
 

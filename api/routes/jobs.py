@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import CallerDep, FactoryDep, ServicesDep
 from api.schemas import (
@@ -22,16 +22,46 @@ from api.schemas import (
     SubmitJob,
 )
 from gigafactory.models import Priority, Stage
+from gigafactory.services.idempotency import HEADER as IDEMPOTENCY_HEADER
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/fleet/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=201, response_model=JobOut)
-async def submit(body: SubmitJob, key: CallerDep, services: ServicesDep) -> JobOut:
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        200: {
+            "model": JobOut,
+            "description": "An earlier submit with the same Idempotency-Key made this job "
+            "(header `Idempotent-Replayed: true`); nothing new was created.",
+        },
+        409: {"description": "The Idempotency-Key was used for a different request."},
+    },
+)
+async def submit(
+    body: SubmitJob,
+    key: CallerDep,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            description="Makes the submit safe to retry: the same key (per API key and "
+            "product) with the same request returns the job it made, with 200.",
+        ),
+    ] = None,
+) -> JobOut:
     """Submit a job: its fields, or `spec` (a job-spec Markdown file) with overriding fields."""
-    return JobOut.of(await services.jobs.submit(key, body.submission()))
+    submitted = await services.jobs.submit_once(key, body.submission(), idempotency_key)
+    if submitted.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(submitted.job)
 
 
 @router.get("", response_model=JobList)

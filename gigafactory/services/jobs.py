@@ -40,6 +40,7 @@ from gigafactory.models import (
     Stage,
     WaitReason,
 )
+from gigafactory.services import idempotency
 from gigafactory.services.access import visible_products
 from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
@@ -49,7 +50,7 @@ from gigafactory.services.limits import check_log_chunk, check_page_size, contin
 from gigafactory.services.rate_limits import RateLimits
 from gigafactory.services.specs import Submission, build_spec
 from gigafactory.settings import Settings
-from gigafactory.store.backend import NotFound
+from gigafactory.store.backend import AlreadyExists, NotFound
 from gigafactory.store.fleet_store import FleetStore, JobPage
 from gigafactory.workflow_view import (
     initial_search_attributes,
@@ -59,7 +60,14 @@ from gigafactory.workflow_view import (
     workflow_summary,
 )
 
-__all__ = ["TITLE_SEARCH_MAX", "JobPage", "JobService", "job_not_found", "timing_from"]
+__all__ = [
+    "TITLE_SEARCH_MAX",
+    "JobPage",
+    "JobService",
+    "Submitted",
+    "job_not_found",
+    "timing_from",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +86,18 @@ def timing_from(settings: Settings) -> JobTiming:
         lease_heartbeat_timeout_s=settings.lease_heartbeat_timeout_s,
         dispatch_timeout_s=settings.dispatch_timeout_s,
         stop_grace_s=settings.stop_grace_s,
+        max_lost_attempts=settings.max_lost_attempts,
         budgets=settings.budgets,
         preemption=settings.preemption,
     )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submit's job, and whether an earlier submit with the same idempotency key made it."""
+
+    job: Job
+    replayed: bool
 
 
 @dataclass
@@ -203,9 +220,49 @@ class JobService:
         Raises:
             RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
         """
+        return (await self.submit_once(key, submission, None)).job
+
+    async def submit_once(
+        self, key: ApiKey, submission: Submission, idempotency_key: str | None
+    ) -> Submitted:
+        """`submit`; with an idempotency key, a submit the key already made returns its
+        job (`replayed`) instead of creating a second one (`gigafactory.services.idempotency`).
+
+        Raises:
+            InvalidInput: a bad spec, or a malformed key.
+            Conflict: the key was used for a different request.
+            RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
+        """
+        if idempotency_key is not None:
+            idempotency.check_key(idempotency_key)
         self.rates.submits.take(f"api:{key.id}")
         spec = build_spec(submission, key, self.settings)
-        return await self.create(spec, submitted_by=f"api:{key.id}")
+        submitted_by = f"api:{key.id}"
+        if idempotency_key is None:
+            return Submitted(await self.create(spec, submitted_by=submitted_by), replayed=False)
+        job_id = idempotency.job_id_for(key.id, spec.product_id, idempotency_key)
+        digest = idempotency.request_digest(spec)
+        try:
+            earlier = await self.store.get_job(job_id, spec.product_id)
+        except NotFound:
+            try:
+                job = await self.create(
+                    spec,
+                    submitted_by=submitted_by,
+                    job_id=job_id,
+                    idempotency=(idempotency_key, digest),
+                )
+            except AlreadyExists:  # the same key, at the same time: that submit made it
+                earlier = await self.store.get_job(job_id, spec.product_id)
+            else:
+                return Submitted(job, replayed=False)
+        if earlier.request_digest != digest:
+            raise Conflict(
+                f"{idempotency.HEADER} {idempotency_key!r} was used for a different request "
+                f"(job {earlier.id}); use a new key for a new job",
+                field=idempotency.HEADER,
+            )
+        return Submitted(earlier, replayed=True)
 
     async def create(
         self,
@@ -214,6 +271,7 @@ class JobService:
         submitted_by: str,
         job_id: str | None = None,
         parent_id: str | None = None,
+        idempotency: tuple[str, str] | None = None,
     ) -> Job:
         """Create a job from a validated spec: its projection, its children's, its first
         event and its JobWorkflow; on any failure nothing of it is left.
@@ -227,6 +285,7 @@ class JobService:
         now = self.clock()
         job_id = job_id or new_job_id()
         product_id = spec.product_id
+        key, digest = idempotency or (None, None)
         workflow_id = job_workflow_id(product_id, job_id)
         job = await self.lifecycle.create(
             Job(
@@ -239,6 +298,8 @@ class JobService:
                 submitted_by=submitted_by,
                 created_at=now,
                 updated_at=now,
+                idempotency_key=key,
+                request_digest=digest,
             ),
             reason="submitted",
         )
@@ -260,8 +321,14 @@ class JobService:
                 ),
                 id=workflow_id,
                 task_queue=self.settings.control_task_queue,
-                # One workflow per job, ever: a job id is never reused for a second run.
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # One workflow per job, ever: a job id is never reused for a second run. An
+                # idempotent submit retried after a start that was rolled back (terminated)
+                # may start its job's workflow again.
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+                    if key is not None
+                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
+                ),
                 search_attributes=initial_search_attributes(spec),
                 static_summary=workflow_summary(job_id, spec),
                 static_details=workflow_details(job_id, spec),

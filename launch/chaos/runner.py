@@ -16,6 +16,7 @@ import contextlib
 import logging
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ import httpx
 from activities.engines.sim_agent import TRACE_ENV
 from bench.fleet import percentile
 from gigafactory.models import Job, WaitReason
+from gigafactory.services.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gigafactory.settings import Settings
 from gigafactory.store import open_store
 from gigafactory.store.fleet_store import FleetStore
@@ -52,6 +54,10 @@ CHAOS_TIMERS: dict[str, float] = {
     "stop_grace_s": 2.0,
     "log_chunk_interval_s": 0.5,
 }
+# A fault every few seconds on a handful of factories meets most attempts: a job can find
+# five faulted factories in a row, which the default limit (5) rightly treats as a job that
+# takes its factories down. The chaos stack checks that no job is lost, so it allows more.
+CHAOS_MAX_LOST_ATTEMPTS = 20
 # What the budget product's ceiling is raised to for the drain.
 _RAISED_CEILING_USD = 1_000_000.0
 _SUBMIT_CONCURRENCY = 8
@@ -123,23 +129,26 @@ class _Submissions:
     refused: list[str] = field(default_factory=list)
 
 
-async def _submit(http: httpx.AsyncClient, body: dict[str, Any], subs: _Submissions) -> None:
-    """POST one job, retrying while the API or Temporal is down. A retry after an attempt
-    whose answer was lost may create the job twice (the API has no idempotency key): those
-    are counted, and the duplicates are jobs of the run like any other."""
+async def _submit(
+    http: httpx.AsyncClient, body: dict[str, Any], subs: _Submissions, key: str
+) -> None:
+    """POST one job, retrying while the API or Temporal is down. Each job has its own
+    Idempotency-Key, so a retry after an attempt whose answer was lost returns the job
+    that attempt made instead of a second one (those retries are counted)."""
     deadline = time.monotonic() + _SUBMIT_GIVE_UP_S
     delay = 0.25
     while True:
         at = time.time()
         uncertain = False
         try:
-            response = await http.post("/fleet/jobs", json=body)
+            response = await http.post("/fleet/jobs", json=body, headers={IDEMPOTENCY_HEADER: key})
         except httpx.ConnectError:
             response = None
         except httpx.TransportError:
             response, uncertain = None, True
         if response is not None and response.status_code < 300:
-            subs.accepted[str(response.json()["id"])] = at
+            # A replayed answer keeps the time of the first attempt that was accepted.
+            subs.accepted.setdefault(str(response.json()["id"]), at)
             return
         if response is not None and response.status_code < 500 and response.status_code != 429:
             raise ChaosError(
@@ -157,7 +166,7 @@ async def _submit(http: httpx.AsyncClient, body: dict[str, Any], subs: _Submissi
 
 
 async def _submit_all(
-    http: httpx.AsyncClient, plan: JobPlan, rate: float, subs: _Submissions
+    http: httpx.AsyncClient, plan: JobPlan, rate: float, subs: _Submissions, run_id: str
 ) -> None:
     bodies = list(plan.leaves) + ([plan.dag] if plan.dag is not None else [])
     gate = asyncio.Semaphore(_SUBMIT_CONCURRENCY)
@@ -166,7 +175,7 @@ async def _submit_all(
     async def one(n: int, body: dict[str, Any]) -> None:
         await asyncio.sleep(max(0.0, begun + n / rate - time.monotonic()) if rate > 0 else 0.0)
         async with gate:
-            await _submit(http, body, subs)
+            await _submit(http, body, subs, f"chaos-{run_id}-{n}")
 
     await asyncio.gather(*(one(n, b) for n, b in enumerate(bodies)))
 
@@ -236,11 +245,14 @@ def _figures(
         "jobs planned": plan.total_jobs,
         "submissions accepted": len(subs.accepted),
         "jobs in the store": sum(j.stage is not None for j in ev.jobs.values()),
-        "submits retried after a lost answer": subs.uncertain_retries,
+        "submits retried after a lost answer (idempotent)": subs.uncertain_retries,
         "submits given up": len(subs.refused),
         "jobs succeeded": stages.get("succeeded", 0),
         "runs": len(runs),
         "runs lost (factory gone) and re-run": outcomes.get("lost", 0),
+        "most runs of one job lost": max(
+            (sum(r.outcome == "lost" for r in j.runs) for j in ev.jobs.values()), default=0
+        ),
         "runs preempted": outcomes.get("preempted", 0),
         "runs by outcome": dict(sorted(outcomes.items())),
         "jobs with more than one run": sum(len(j.runs) > 1 for j in ev.jobs.values()),
@@ -291,6 +303,7 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
             "rate_submit_per_s": 0,
             "budgets": True,
             "preemption": True,
+            "max_lost_attempts": CHAOS_MAX_LOST_ATTEMPTS,
             **CHAOS_TIMERS,
         }
     )
@@ -318,7 +331,7 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
             f"/fleet/budgets/{BUDGET_PRODUCT}", json={"ceilingUsd": plan.budget_ceiling_usd}
         )).raise_for_status()  # fmt: skip
         subs = _Submissions()
-        submitting = asyncio.create_task(_submit_all(http, plan, rate, subs))
+        submitting = asyncio.create_task(_submit_all(http, plan, rate, subs, uuid.uuid4().hex[:8]))
         done = await _chaos_phase(stack, store, faults, submitting, options, products)
         chaos_s = time.monotonic() - began
         jobs = await list_product_jobs(store, products)

@@ -96,6 +96,10 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the API; raise CliError with the API's message on an error status."""
+        return self.answer(method, path, **kwargs)[0]
+
+    def answer(self, method: str, path: str, **kwargs: Any) -> tuple[Any, httpx.Headers]:
+        """`request`, with the response's headers."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as err:
@@ -106,10 +110,10 @@ class ApiClient:
         if response.status_code >= 400:
             raise CliError(f"{method} {path}: {response.status_code} {error_message(response)}")
         if response.status_code == 204 or not response.content:
-            return None
+            return None, response.headers
         if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
-        return response.text
+            return response.json(), response.headers
+        return response.text, response.headers
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}

@@ -61,6 +61,14 @@ def submit(
         list[str] | None, typer.Option("--param", "-p", help="Engine param key=value.")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Makes the submit safe to repeat: the same key (for this API key and "
+            "product) returns the job it made instead of a new one.",
+        ),
+    ] = None,
 ) -> None:
     """Submit a job-spec file; flags override the file's columns."""
     body = spec_body(
@@ -77,8 +85,11 @@ def submit(
         params=parse_params(param),
     )
     with api(ctx) as client:
-        job = client.post("/fleet/jobs", body)
-        typer.echo(f"submitted job {job['id']} ({job['productId']}, {job['spec']['priority']})")
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        job, answer = client.answer("POST", "/fleet/jobs", json=body, headers=headers)
+        replayed = answer.get("Idempotent-Replayed") == "true"
+        verb = "already submitted as" if replayed else "submitted"
+        typer.echo(f"{verb} job {job['id']} ({job['productId']}, {job['spec']['priority']})")
         if follow:
             raise typer.Exit(_follow(client, job["id"]))
 

@@ -103,3 +103,28 @@ async def test_audit_shows_who_did_what(fleet: Fleet) -> None:
         ("api:bootstrap", "admin", "key.revoke", f"key:{key_id}", "ok"),
         ("api:bootstrap", "admin", "key.create", f"key:{key_id}", "ok"),
     ]
+
+
+async def test_a_submit_repeated_with_its_idempotency_key_makes_one_job(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    spec = tmp_path / "once.md"
+    spec.write_text("| engine |\n|---|\n| shell |\n\necho once\n")
+    key = f"deploy-{unique_label()}"
+    args = ("submit", str(spec), "--product", "e2e", "-c", unique_label())
+    first = await cli(fleet, *args, "--idempotency-key", key)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("submitted job ")
+    job_id = first.stdout.split()[2]
+    again = await cli(fleet, *args, "--idempotency-key", key)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"already submitted as job {job_id} ")
+
+    changed = await cli(fleet, *args, "--priority", "high", "--idempotency-key", key)
+    assert changed.returncode == 1
+    assert f"Idempotency-Key '{key}' was used for a different request (job {job_id})" in (
+        changed.stderr
+    )
+    listed = await cli(fleet, "jobs", "--product", "e2e", "--limit", "200")
+    assert listed.stdout.count(job_id) == 1
+    assert (await cli(fleet, "cancel", job_id)).returncode == 0  # no factory has its label

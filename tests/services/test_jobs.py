@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gigafactory.job_rules import gives_up
 from gigafactory.models import Role
 from gigafactory.services import Services
 from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.jobs import timing_from
 from gigafactory.services.specs import Submission
+from gigafactory.settings import Settings
 from tests.services.conftest import key
 from tests.store.conftest import make_job
 
@@ -62,3 +67,18 @@ async def test_submit_writes_the_whole_dag_and_starts_only_the_parent(services: 
     assert [c.id for c in tree.children[1].children] == [f"{parent.id}.b.c"]
     await handle.terminate(reason="test cleanup")
     assert await services.store.list_products() == ["acme"]
+
+
+def test_a_jobs_timing_comes_from_the_settings_at_submit(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        lease_heartbeat_timeout_s=4,
+        dispatch_timeout_s=9,
+        stop_grace_s=1,
+        max_lost_attempts=7,
+        budgets=True,
+    )
+    timing = timing_from(settings)
+    assert (timing.lease_heartbeat_timeout_s, timing.dispatch_timeout_s) == (4, 9)
+    assert (timing.stop_grace_s, timing.max_lost_attempts, timing.budgets) == (1, 7, True)
+    assert not gives_up(6, timing) and gives_up(7, timing)
