@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,6 +27,7 @@ from gigafactory.services.specs import Submission
 
 __all__ = [
     "FORM_ERROR",
+    "IDEMPOTENCY_FIELD",
     "JobFilters",
     "SubmitForm",
     "errors_at_fields",
@@ -37,6 +39,8 @@ FORM_ERROR: Final = "_form"
 # The spec file (pasted or uploaded) is one field of the form.
 SPEC: Final = "spec"
 SPEC_FILE: Final = "specFile"
+# The dialog's hidden Idempotency-Key.
+IDEMPOTENCY_FIELD: Final = "idempotencyKey"
 
 # Form field -> how it is parsed: text, a list (comma-separated), a number or a JSON object.
 _FIELDS: Final[dict[str, str]] = {
@@ -84,6 +88,9 @@ class SubmitForm:
     values: dict[str, str] = field(default_factory=dict)
     spec_text: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    # One per rendered dialog, sent back as a hidden field: the same dialog submitted twice
+    # (a double click, a resend after a lost answer) makes one job.
+    idempotency_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def submission(self) -> Submission:
         """The fields given (camelCase, empty ones left out) and the spec file."""
@@ -134,6 +141,9 @@ class FormInvalid(ValueError):
 async def parse_submit_form(form: FormData, max_bytes: int) -> SubmitForm:
     """The submit form as typed; a spec file upload counts as the pasted spec."""
     parsed = SubmitForm()
+    key = form.get(IDEMPOTENCY_FIELD)
+    if isinstance(key, str) and key:
+        parsed.idempotency_key = key
     for name in (*_FIELDS, SPEC):
         value = form.get(name)
         if isinstance(value, str):

@@ -165,3 +165,36 @@ async def test_routing_forms_and_the_dry_run(ui: UiApp, admin: Browser) -> None:
     assert bad.status_code == 422 and "unknown engine" in error_at(bad.text, "spec")
     full = await admin.post("/ui/routing/plan/dry-run", {"spec": spec})
     assert full.status_code == 200 and "<html" in full.text and "It would wait" in full.text
+
+
+async def test_the_same_dialog_submitted_twice_makes_one_job(ui: UiApp, admin: Browser) -> None:
+    dialog = await admin.http.get("/ui/jobs")
+    match = re.search(r'name="idempotencyKey" value="([0-9a-f]{32})"', dialog.text)
+    assert match, "the submit dialog carries no idempotency key"
+    key = match.group(1)
+    again = await admin.http.get("/ui/jobs")
+    assert key not in again.text  # each rendered dialog has its own
+    data = {"productId": ui.product, "engine": "sim", "prompt": "once", "idempotencyKey": key}
+
+    first = await admin.post("/ui/jobs", data)
+    second = await admin.post("/ui/jobs", data)  # a double click, or a resend
+    assert first.status_code == second.status_code == 303
+    target, notice = first.headers["location"].split("?", 1)
+    assert second.headers["location"].split("?", 1)[0] == target
+    assert "submitted" in notice and "already+submitted" in second.headers["location"]
+    job = await ui.store.get_job(target.rsplit("/", 1)[1])
+    assert job.idempotency_key == key
+    page = await ui.store.list_jobs(products=[ui.product], limit=50)
+    assert [j.id for j in page.items] == [job.id]
+
+    # The same dialog changed after it made its job: refused at the form, with a new key.
+    changed = await admin.post("/ui/jobs", {**data, "prompt": "something else"}, headers=HTMX)
+    assert changed.status_code == 409
+    assert f"was used for a different request (job {job.id})" in changed.text
+    fresh = re.search(r'name="idempotencyKey" value="([0-9a-f]{32})"', changed.text)
+    assert fresh and fresh.group(1) != key
+    resent = await admin.post(
+        "/ui/jobs", {**data, "prompt": "something else", "idempotencyKey": fresh.group(1)}
+    )
+    assert resent.status_code == 303
+    assert not resent.headers["location"].startswith(target + "?")

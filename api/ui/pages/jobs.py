@@ -12,6 +12,7 @@ from api.ui.render import fragment, is_htmx, page
 from api.ui.session import PostDep, UiContext, UiDep
 from gigafactory.models import KNOWN_ENGINES, Priority, Stage
 from gigafactory.services import Services
+from gigafactory.services.errors import Conflict
 from gigafactory.services.jobs import JobPage
 
 __all__ = ["router"]
@@ -73,12 +74,15 @@ async def submit(request: Request, ui: PostDep, services: ServicesDep) -> Respon
     """Submit a job from the dialog; refusals come back at the field they name."""
     form = await parse_submit_form(await request.form(), services.settings.max_spec_bytes)
     try:
-        job = await services.jobs.submit(ui.key, form.submission())
+        submitted = await services.jobs.submit_once(ui.key, form.submission(), form.idempotency_key)
     except (*REFUSALS, ValueError) as err:
         form.errors = errors_at_fields(err, form)
+        if isinstance(err, Conflict):
+            # This dialog already made a job and was then changed: sent again, it is a new one.
+            form.idempotency_key = SubmitForm().idempotency_key
         # At the field it names, with its own status: 422 for bad input, 403 or 404 when
-        # the key may not submit there.
-        status = status_for(err) if isinstance(err, ACCESS_REFUSALS) else 422
+        # the key may not submit there, 409 when the dialog already made another job.
+        status = status_for(err) if isinstance(err, (*ACCESS_REFUSALS, Conflict)) else 422
         context = {"form": form, "open_dialog": True, **_choices()}
         if is_htmx(request):
             return page(ui, "fragments/submit_form.html", context, status=status)
@@ -88,7 +92,9 @@ async def submit(request: Request, ui: PostDep, services: ServicesDep) -> Respon
         except REFUSALS as list_err:
             return refused(ui, list_err, back_to="/ui/jobs")
         return page(ui, "jobs.html", {**context, "filters": filters, "jobs": jobs}, status=status)
+    job = submitted.job
     target = f"/ui/jobs/{job.id}"
     if is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": target})
-    return to_page(target, notice=f"job {job.id} submitted")
+    notice = f"job {job.id} was already submitted" if submitted.replayed else None
+    return to_page(target, notice=notice or f"job {job.id} submitted")
