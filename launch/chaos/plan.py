@@ -88,8 +88,8 @@ def _sim(rng: random.Random, ref: str, product: str) -> dict[str, Any]:
 
 def plan_jobs(seed: int, jobs: int) -> JobPlan:
     """`jobs` sim jobs: mixed products and priorities, some under one of two shared locks,
-    a sixth of them in the budget product (none of those under a lock), and a DAG (parent
-    and five children) when `jobs` >= 2 * DAG_SIZE.
+    a sixth of them in the budget product, and a DAG (parent and five children) when
+    `jobs` >= 2 * DAG_SIZE.
 
     Raises:
         ValueError: fewer than one job.
@@ -121,9 +121,10 @@ def plan_jobs(seed: int, jobs: int) -> JobPlan:
         body = _sim(rng, str(n), product)
         if product == BUDGET_PRODUCT:
             budget_estimates += body["estimatedCostUsd"]
-        # Not in the budget product: a job waiting on the ceiling holds its lock meanwhile,
-        # which would hold up every job of that lock until the drain raises the ceiling.
-        if rng.random() < 0.2 and product != BUDGET_PRODUCT:
+        # The budget product's jobs take locks too: one waiting on the ceiling must not hold
+        # a lock (it is admitted before it takes it), or every job of that lock would wait
+        # for the drain.
+        if rng.random() < 0.2:
             body["lock"] = rng.choice(LOCKS)
         leaves.append(body)
     return JobPlan(leaves, dag, round(budget_estimates * BUDGET_SHARE, 3))

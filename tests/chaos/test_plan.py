@@ -71,9 +71,16 @@ def test_jobs_mix_products_priorities_locks_a_dag_and_a_budget_that_is_reached()
     assert {b.get("lock") for b in plan.leaves} >= {None, *plan.locks}
     assert len({b["labels"]["chaosRef"] for b in plan.leaves}) == len(plan.leaves)
     budgeted = [b for b in plan.leaves if b["productId"] == BUDGET_PRODUCT]
-    assert not [b for b in budgeted if "lock" in b]
     # The ceiling is below what the product's jobs cost together: it is reached.
     assert 0 < plan.budget_ceiling_usd < sum(b["params"]["costUsd"] for b in budgeted)
+
+
+def test_the_ci_run_puts_a_job_of_the_budget_product_under_a_lock() -> None:
+    # A job waiting on the ceiling must not hold its lock (it is admitted first): the CI
+    # run (seed 12, 30 jobs) has one such job for the invariants to catch it if it did.
+    plan = plan_jobs(12, 30)
+    budgeted = [b for b in plan.leaves if b["productId"] == BUDGET_PRODUCT]
+    assert [b["lock"] for b in budgeted if "lock" in b]
 
 
 def test_a_small_run_has_no_dag() -> None:

@@ -156,6 +156,37 @@ async def test_manual_pause_then_resume_starts_waiting_jobs_by_priority(
     assert ends[critical["id"]] < ends[low["id"]], "critical first on the one slot"
 
 
+async def test_a_job_waiting_on_its_budget_holds_no_lock(budget_fleet: Fleet) -> None:
+    """A paused product's job must not keep a lock from another product's job: it is
+    admitted by its budget before it takes the lock."""
+    fleet = budget_fleet
+    label = unique_label()
+    lock = f"lock-{label}"
+    await fleet.start_factory(engines=["sim"], labels=[label], slots=2)
+    paused, other = product(), product()
+    await set_budget(fleet, paused, ceilingUsd=100.0)
+    r = await fleet.http.post(
+        f"/fleet/budgets/{paused}/pause", json={"reason": "audit"}, headers=fleet.auth()
+    )
+    assert r.status_code == 202, r.text
+
+    held_back = await fleet.submit(sim(label, paused, estimate=0.1, cost=0.1, lock=lock))
+    waiting = await fleet.wait_for(held_back["id"], ["waiting"], reason_contains="paused")
+    assert waiting["waitReason"] == "budget"
+    free = await fleet.submit(sim(label, other, estimate=0.1, cost=0.1, lock=lock))
+    done = await fleet.wait_for(free["id"], ["succeeded"], timeout=30)
+    assert done["productId"] == other
+    assert (await fleet.job(held_back["id"]))["stage"] == "waiting"
+
+    r = await fleet.http.post(f"/fleet/budgets/{paused}/resume", headers=fleet.auth())
+    assert r.status_code == 202, r.text
+    finished = await fleet.wait_for(held_back["id"], ["succeeded"], timeout=30)
+    events = await fleet.events(held_back["id"])
+    order = [e["kind"] for e in events if e["kind"] in ("budget", "lock")]
+    assert order == ["budget", "lock"], order  # admitted, then the lock
+    await record_history(fleet.client, "leaf-admitted-before-lock", finished["workflowId"])
+
+
 async def test_budget_endpoints_are_for_operators_of_the_product(budget_fleet: Fleet) -> None:
     fleet = budget_fleet
     p = product()

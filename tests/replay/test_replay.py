@@ -34,6 +34,10 @@ REQUIRED: dict[str, str] = {
     "leaf-lease-lost": JOB_WORKFLOW,
     "leaf-lock-waiter": JOB_WORKFLOW,
     "leaf-budget-waited": JOB_WORKFLOW,
+    "leaf-admitted-before-lock": JOB_WORKFLOW,
+    # Recorded before the admit-before-lock patch (lock, then admission): kept as is, not
+    # re-recorded, so workflows started before the patch are proven to replay.
+    "leaf-locked-then-admitted": JOB_WORKFLOW,
     "leaf-preempted": JOB_WORKFLOW,
     "leaf-cancelled-running": JOB_WORKFLOW,
     "leaf-cancelled-waiting-lock": JOB_WORKFLOW,

@@ -1,9 +1,10 @@
-"""A job's own step: its named lock, budget admission, routing, and attempts on factories
+"""A job's own step: budget admission, its named lock, routing, and attempts on factories
 until one ends with a verdict.
 
 An attempt runs `run_agent` on the routed factory's task queue under a new lease epoch. A
 lost factory (heartbeat or dispatch timeout, a fenced report, a factory that shut down)
-requeues the job with epoch + 1, avoiding that factory first; a preemption stops the agent,
+requeues the job with epoch + 1, avoiding that factory first (after a timeout routing
+skips it until its next heartbeat: decision 0020); a preemption stops the agent,
 keeps its checkpoint and requeues; a cancellation stops the agent before the slot is freed.
 The rules for each outcome are in `gigafactory.job_rules`.
 """
@@ -70,7 +71,10 @@ with workflow.unsafe.imports_passed_through():
 from workflows.job.record import JobRecord, call_local, despite_cancel
 from workflows.worktrees import remove_worktree
 
-__all__ = ["LeafStep"]
+__all__ = ["ADMIT_BEFORE_LOCK", "LeafStep"]
+
+# workflow.patched id: budget admission before the lock (before it: lock, then admission).
+ADMIT_BEFORE_LOCK = "admit-before-lock"
 
 
 class _Lost(Exception):
@@ -102,12 +106,23 @@ class LeafStep:
         self.lock_requested = False
 
     async def run(self) -> None:
-        """Lock, then attempts until one ends with a verdict (or the job gives up)."""
-        lock = self.record.inp.spec.lock
+        """Budget admission, the lock, then attempts until one ends with a verdict (or the
+        job gives up).
+
+        A job is admitted by its budget before it takes its lock: a product paused or at its
+        ceiling must not hold a lock other products' jobs wait for (workflows started before
+        this order keep the old one: lock first).
+        """
+        rec = self.record
+        lock = rec.inp.spec.lock
+        admitted = False
+        if lock and rec.inp.timing.budgets and workflow.patched(ADMIT_BEFORE_LOCK):
+            await self._admit()
+            admitted = True
         if lock:
             self.lock_requested = True
             await self._acquire_lock(lock)
-        await self._attempts()
+        await self._attempts(admitted=admitted)
 
     async def clean_up(self) -> None:
         """Whatever happened: give the lock back and tell the budget controller."""
@@ -131,14 +146,17 @@ class LeafStep:
             )
 
     # --- attempts -----------------------------------------------------------------------------
-    async def _attempts(self) -> None:
+    async def _attempts(self, *, admitted: bool = False) -> None:
+        """Attempts until a verdict; each is admitted by the budget first (the first one
+        already was when `admitted`)."""
         rec = self.record
         lost = 0
         avoid: list[str] = []
         checkpoint = rec.inp.checkpoint
         while True:
-            if rec.inp.timing.budgets:
+            if rec.inp.timing.budgets and not admitted:
                 await self._admit()
+            admitted = False
             route = await self._place(avoid)
             try:
                 await self._attempt(route, checkpoint, lost)
