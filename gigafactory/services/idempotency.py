@@ -5,20 +5,41 @@ The key is scoped to the API key and the product: the job's id is derived from t
 so the store's own uniqueness of a job id (and Temporal's of its workflow id) decides a
 race between two submits with the same key, with no table of keys to keep. The job keeps
 a digest of what was asked; the same key with a different request is refused.
+
+A submit writes the job before it starts its workflow. A repeat that finds the job but no
+workflow waits up to `IN_PROGRESS_WAIT_S` for the submit in progress, and is answered
+"retry" (503) if it is still going; once the job is older than `ABANDONED_AFTER`, which no
+submit takes, the submit that wrote it is taken as dead (its API process was killed) and
+the repeat finishes it: the children's projections, then the workflow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 
 from gigafactory.models import JobSpec
 from gigafactory.services.errors import InvalidInput
 
-__all__ = ["HEADER", "MAX_KEY_LENGTH", "check_key", "job_id_for", "request_digest"]
+__all__ = [
+    "ABANDONED_AFTER",
+    "HEADER",
+    "IN_PROGRESS_WAIT_S",
+    "MAX_KEY_LENGTH",
+    "POLL_S",
+    "check_key",
+    "job_id_for",
+    "request_digest",
+]
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# How long a repeat waits for the first submit with its key to start the job's workflow.
+IN_PROGRESS_WAIT_S = 5.0
+POLL_S = 0.2
+# A job this old without a workflow was written by a submit that died.
+ABANDONED_AFTER = timedelta(seconds=30)
 
 
 def check_key(value: str) -> str:

@@ -8,6 +8,7 @@ written is removed again, so nothing is left half-written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,13 @@ from gigafactory.services import idempotency
 from gigafactory.services.access import visible_products
 from gigafactory.services.audit import AuditLog
 from gigafactory.services.clock import Clock
-from gigafactory.services.errors import Conflict, Forbidden, InvalidInput, NotFoundError
+from gigafactory.services.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFoundError,
+    Unavailable,
+)
 from gigafactory.services.lifecycle import Lifecycle
 from gigafactory.services.limits import check_log_chunk, check_page_size, continuation_checked
 from gigafactory.services.rate_limits import RateLimits
@@ -226,11 +233,13 @@ class JobService:
         self, key: ApiKey, submission: Submission, idempotency_key: str | None
     ) -> Submitted:
         """`submit`; with an idempotency key, a submit the key already made returns its
-        job (`replayed`) instead of creating a second one (`gigafactory.services.idempotency`).
+        job (`replayed`) instead of creating a second one, and finishes it when the submit
+        that made it died half-way (`gigafactory.services.idempotency`).
 
         Raises:
             InvalidInput: a bad spec, or a malformed key.
             Conflict: the key was used for a different request.
+            Unavailable: the first submit with the key is still starting the job.
             RateLimited: the key submitted more than FLEET_RATE_SUBMIT_* allows.
         """
         if idempotency_key is not None:
@@ -242,27 +251,87 @@ class JobService:
             return Submitted(await self.create(spec, submitted_by=submitted_by), replayed=False)
         job_id = idempotency.job_id_for(key.id, spec.product_id, idempotency_key)
         digest = idempotency.request_digest(spec)
-        try:
-            earlier = await self.store.get_job(job_id, spec.product_id)
-        except NotFound:
+        deadline = asyncio.get_running_loop().time() + idempotency.IN_PROGRESS_WAIT_S
+        while True:
             try:
-                job = await self.create(
-                    spec,
-                    submitted_by=submitted_by,
-                    job_id=job_id,
-                    idempotency=(idempotency_key, digest),
-                )
-            except AlreadyExists:  # the same key, at the same time: that submit made it
                 earlier = await self.store.get_job(job_id, spec.product_id)
-            else:
+            except NotFound:
+                try:
+                    job = await self.create(
+                        spec,
+                        submitted_by=submitted_by,
+                        job_id=job_id,
+                        idempotency=(idempotency_key, digest),
+                    )
+                except AlreadyExists:  # the same key, at the same time: see what it made
+                    continue
                 return Submitted(job, replayed=False)
-        if earlier.request_digest != digest:
-            raise Conflict(
-                f"{idempotency.HEADER} {idempotency_key!r} was used for a different request "
-                f"(job {earlier.id}); use a new key for a new job",
-                field=idempotency.HEADER,
+            if earlier.request_digest != digest:
+                raise Conflict(
+                    f"{idempotency.HEADER} {idempotency_key!r} was used for a different "
+                    f"request (job {earlier.id}); use a new key for a new job",
+                    field=idempotency.HEADER,
+                )
+            if await self._workflow_exists(earlier.workflow_id):
+                return Submitted(earlier, replayed=True)
+            if self.clock() - earlier.created_at >= idempotency.ABANDONED_AFTER:
+                await self._finish_abandoned(earlier)
+                return Submitted(earlier, replayed=True)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Unavailable(
+                    f"the first submit with {idempotency.HEADER} {idempotency_key!r} is still "
+                    f"starting job {earlier.id}; retry in a few seconds"
+                )
+            await asyncio.sleep(idempotency.POLL_S)
+
+    async def _workflow_exists(self, workflow_id: str) -> bool:
+        try:
+            await self.temporal.get_workflow_handle(workflow_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _finish_abandoned(self, job: Job) -> None:
+        """Finish a submit that wrote the job but died before starting its workflow (its
+        API process was killed): its children's projections, then the workflow."""
+        logger.warning("job %s: finishing the submit that wrote it and died", job.id)
+        if job.spec.children:
+            await self.create_children(
+                job, job.spec.children, submitted_by=job.submitted_by or "api", existing_ok=True
             )
-        return Submitted(earlier, replayed=True)
+        try:
+            await self._start_workflow(job.id, job.spec, job.workflow_id, idempotent=True)
+        except WorkflowAlreadyStartedError:
+            pass  # another repeat finished it meanwhile
+
+    async def _start_workflow(
+        self, job_id: str, spec: JobSpec, workflow_id: str, *, idempotent: bool
+    ) -> None:
+        await self.temporal.start_workflow(
+            JOB_WORKFLOW,
+            JobWorkflowInput(
+                job_id=job_id,
+                product_id=spec.product_id,
+                spec=spec,
+                timing=timing_from(self.settings),
+            ),
+            id=workflow_id,
+            task_queue=self.settings.control_task_queue,
+            # One workflow per job, ever: a job id is never reused for a second run. An
+            # idempotent submit retried after a start that was rolled back (terminated)
+            # may start its job's workflow again.
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+                if idempotent
+                else WorkflowIDReusePolicy.REJECT_DUPLICATE
+            ),
+            search_attributes=initial_search_attributes(spec),
+            static_summary=workflow_summary(job_id, spec),
+            static_details=workflow_details(job_id, spec),
+            priority=temporal_priority(spec),
+        )
 
     async def create(
         self,
@@ -311,36 +380,20 @@ class JobService:
             # A parent's children (and theirs) exist from the start, waiting for their turn,
             # so the DAG view is whole at once and every child workflow finds its projection.
             children = await self.create_children(job, spec.children, submitted_by=submitted_by)
-            await self.temporal.start_workflow(
-                JOB_WORKFLOW,
-                JobWorkflowInput(
-                    job_id=job_id,
-                    product_id=product_id,
-                    spec=spec,
-                    timing=timing_from(self.settings),
-                ),
-                id=workflow_id,
-                task_queue=self.settings.control_task_queue,
-                # One workflow per job, ever: a job id is never reused for a second run. An
-                # idempotent submit retried after a start that was rolled back (terminated)
-                # may start its job's workflow again.
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
-                    if key is not None
-                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
-                ),
-                search_attributes=initial_search_attributes(spec),
-                static_summary=workflow_summary(job_id, spec),
-                static_details=workflow_details(job_id, spec),
-                priority=temporal_priority(spec),
-            )
+            await self._start_workflow(job_id, spec, workflow_id, idempotent=key is not None)
+        except WorkflowAlreadyStartedError:
+            if key is None:
+                await self.remove_children(children)
+                await self.lifecycle.remove(job)
+                raise
+            # The same key's repeat took this submit for dead and started the job itself.
+            logger.info("job %s: its workflow was started by a repeat of the submit", job_id)
         except BaseException as err:
             logger.warning("submit of job %s rolled back: %s", workflow_id, err)
-            if not isinstance(err, WorkflowAlreadyStartedError):
-                # The start may have reached the server before the call failed (a timeout): a
-                # workflow with this fresh id can only be ours, so stop it rather than leave
-                # it running without its projection.
-                await self._terminate_quietly(workflow_id)
+            # The start may have reached the server before the call failed (a timeout): a
+            # workflow with this fresh id can only be ours, so stop it rather than leave it
+            # running without its projection.
+            await self._terminate_quietly(workflow_id)
             await self.remove_children(children)
             await self.lifecycle.remove(job)
             raise
@@ -348,12 +401,19 @@ class JobService:
         return job
 
     async def create_children(
-        self, parent: Job, children: Sequence[ChildSpec], *, submitted_by: str
+        self,
+        parent: Job,
+        children: Sequence[ChildSpec],
+        *,
+        submitted_by: str,
+        existing_ok: bool = False,
     ) -> list[Job]:
         """Write the projections of a parent's children, and theirs, each `queued` and waiting
         for its dependencies; their workflows are started by the parent's.
 
         On a failure, what this call wrote is removed again and the error re-raised.
+        `existing_ok`: a child already written (by a submit that died half-way) is kept
+        as it is, and not counted as written by this call.
 
         Returns:
             The jobs written, parents before their children.
@@ -367,25 +427,32 @@ class JobService:
                 for child in specs:
                     job_id = child_job_id(owner.id, child.id)
                     waits = ", ".join(child.depends_on)
-                    job = await self.lifecycle.create(
-                        Job(
-                            id=job_id,
-                            product_id=owner.product_id,
-                            workflow_id=job_workflow_id(owner.product_id, job_id),
-                            spec=child.spec,
-                            stage=Stage.QUEUED,
-                            wait_reason=WaitReason.DEPS,
-                            stage_reason=(
-                                f"waiting for {waits}" if waits else "waiting for its parent"
-                            ),
-                            parent_id=owner.id,
-                            submitted_by=submitted_by,
-                            created_at=now,
-                            updated_at=now,
+                    child_job = Job(
+                        id=job_id,
+                        product_id=owner.product_id,
+                        workflow_id=job_workflow_id(owner.product_id, job_id),
+                        spec=child.spec,
+                        stage=Stage.QUEUED,
+                        wait_reason=WaitReason.DEPS,
+                        stage_reason=(
+                            f"waiting for {waits}" if waits else "waiting for its parent"
                         ),
-                        reason=f"submitted as child {child.id!r} of job {owner.id}",
+                        parent_id=owner.id,
+                        submitted_by=submitted_by,
+                        created_at=now,
+                        updated_at=now,
                     )
-                    written.append(job)
+                    try:
+                        job = await self.lifecycle.create(
+                            child_job,
+                            reason=f"submitted as child {child.id!r} of job {owner.id}",
+                        )
+                    except AlreadyExists:
+                        if not existing_ok:
+                            raise
+                        job = await self.store.get_job(job_id, owner.product_id)
+                    else:
+                        written.append(job)
                     if child.spec.children:
                         pending.append((job, list(child.spec.children)))
         except BaseException:

@@ -4,12 +4,17 @@ first one made (200, `Idempotent-Replayed`), never a second job or workflow."""
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
-from gigafactory.services.idempotency import job_id_for
+from gigafactory.contracts import job_workflow_id
+from gigafactory.models import Job
+from gigafactory.services.idempotency import IN_PROGRESS_WAIT_S, job_id_for
 from gigafactory.services.lifecycle import Lifecycle
 from tests.api.conftest import Api
 
@@ -122,3 +127,73 @@ async def test_a_retry_after_a_rolled_back_submit_starts_the_job(api: Api) -> No
     desc = await api.client.get_workflow_handle(workflow_id).describe()
     assert desc.status == WorkflowExecutionStatus.RUNNING
     assert await _workflows_of(api, job_id) == 2
+
+
+async def _orphan_of(api: Api, template_key: str, key: str, age_s: float, **fields: Any) -> Job:
+    """The projection a submit with `key` writes before it starts the job's workflow, as if
+    its API process had been killed right there, `age_s` ago (copied from a real submit
+    with `template_key`, so it has the digest of the same request)."""
+    made = await _submit(api, template_key, **fields)
+    assert made.status_code == 201, made.text
+    template = await api.store.get_job(made.json()["id"], api.product)
+    job_id = job_id_for("bootstrap", api.product, key)
+    at = datetime.now(UTC) - timedelta(seconds=age_s)
+    orphan = template.model_copy(
+        update={
+            "id": job_id,
+            "workflow_id": job_workflow_id(api.product, job_id),
+            "idempotency_key": key,
+            "created_at": at,
+            "updated_at": at,
+        }
+    )
+    return await api.store.create_job(orphan)
+
+
+async def test_a_repeat_finishes_a_submit_that_died_half_way(api: Api) -> None:
+    children = [
+        {"id": "a", "engine": "sim", "prompt": "p"},
+        {"id": "b", "engine": "sim", "prompt": "p", "dependsOn": ["a"]},
+    ]
+    orphan = await _orphan_of(api, "template-1", "died-1", age_s=60, children=children)
+    # It died after writing the first child's projection (copied from the template's).
+    template_child = await api.store.get_job(
+        f"{job_id_for('bootstrap', api.product, 'template-1')}.a", api.product
+    )
+    await api.store.create_job(
+        template_child.model_copy(
+            update={
+                "id": f"{orphan.id}.a",
+                "workflow_id": job_workflow_id(api.product, f"{orphan.id}.a"),
+                "parent_id": orphan.id,
+            }
+        )
+    )
+    with pytest.raises(RPCError):
+        await api.client.get_workflow_handle(orphan.workflow_id).describe()
+
+    again = await _submit(api, "died-1", children=children)
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == orphan.id
+    desc = await api.client.get_workflow_handle(orphan.workflow_id).describe()
+    assert desc.status == WorkflowExecutionStatus.RUNNING
+    for child_id in ("a", "b"):
+        child = await api.store.get_job(f"{orphan.id}.{child_id}", api.product)
+        assert child.parent_id == orphan.id
+    # Repeated once more: the job as it is, nothing started twice.
+    assert (await _submit(api, "died-1", children=children)).status_code == 200
+    assert await _workflows_of(api, orphan.id) == 1
+
+
+async def test_a_repeat_while_the_first_submit_is_still_starting_is_told_to_retry(
+    api: Api,
+) -> None:
+    orphan = await _orphan_of(api, "template-2", "starting-1", age_s=0)
+    began = time.monotonic()
+    r = await _submit(api, "starting-1")
+    assert r.status_code == 503, r.text
+    assert f"is still starting job {orphan.id}; retry in a few seconds" in r.text
+    assert time.monotonic() - began >= IN_PROGRESS_WAIT_S  # it waited for that submit first
+    with pytest.raises(RPCError):  # and started nothing itself
+        await api.client.get_workflow_handle(orphan.workflow_id).describe()
