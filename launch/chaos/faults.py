@@ -49,6 +49,13 @@ def _named(stack: DevStack, prefix: str) -> ManagedProcess:
     raise KeyError(f"no {prefix} process in the stack")
 
 
+def _exactly(stack: DevStack, name: str) -> ManagedProcess:
+    for process in stack.processes:
+        if process.name == name:
+            return process
+    raise KeyError(f"no process {name!r} in the stack")
+
+
 async def _restart(process: ManagedProcess, down_s: float) -> None:
     await asyncio.to_thread(process.kill)
     await asyncio.sleep(down_s)
@@ -77,7 +84,9 @@ async def do_fault(stack: DevStack, fault: Fault) -> FaultRecord:
             finally:  # also when the run is interrupted: a frozen process cannot stop
                 process.signal_group(signal.SIGCONT)
         elif fault.kind is FaultKind.RESTART_CONTROL:
-            await _restart(_named(stack, "control-"), fault.hold_s)
+            # One of several control processes, or the only one.
+            process = _exactly(stack, fault.target) if fault.target else _named(stack, "control-")
+            await _restart(process, fault.hold_s)
         elif fault.kind is FaultKind.RESTART_API:
             await _restart(_named(stack, "api"), fault.hold_s)
         elif fault.kind is FaultKind.RESTART_TEMPORAL:

@@ -138,19 +138,26 @@ def plan_faults(
     factories: list[str],
     freeze_s: float,
     kinds: tuple[FaultKind, ...] = tuple(FaultKind),
+    controls: int = 1,
 ) -> list[Fault]:
     """`count` faults about `every_s` apart (each offset jittered by up to a quarter of
     `every_s`); the first len(kinds) are every kind once, in a seeded order, so even a short
-    run does each. A factory is never the target of a fault while it is frozen.
+    run does each. A factory is never the target of a fault while it is frozen. With
+    several control processes each restart targets one of them (`control-<n>`), drawn
+    apart from the schedule, which stays the same as with one.
 
     Raises:
-        ValueError: no factories, a non-positive interval, or a negative count.
+        ValueError: no factories, no control process, a non-positive interval, or a
+            negative count.
     """
     if not factories:
         raise ValueError("a chaos run needs at least one factory")
+    if controls < 1:
+        raise ValueError(f"a chaos run needs at least one control process, not {controls}")
     if every_s <= 0 or count < 0:
         raise ValueError(f"faults need every_s > 0 and count >= 0 (got {every_s}, {count})")
     rng = random.Random(f"faults-{seed}")
+    control_rng = random.Random(f"controls-{seed}")
     first = list(kinds)
     rng.shuffle(first)
     # Factory kills are the commonest failure; the control plane's parts fail less often.
@@ -168,6 +175,8 @@ def plan_faults(
         kind = first[i] if i < len(first) else rng.choices(kinds, [weights[k] for k in kinds])[0]
         target = None
         hold = 1.0
+        if kind is FaultKind.RESTART_CONTROL and controls > 1:
+            target = f"control-{control_rng.randint(1, controls)}"
         if kind in (FaultKind.KILL_FACTORY, FaultKind.FREEZE_FACTORY):
             free = [f for f in factories if frozen_until.get(f, -1.0) < at]
             if not free:

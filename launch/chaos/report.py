@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from launch.chaos.plan import FaultKind
 from launch.chaos.runner import ChaosReport
 from launch.cli.render import table
 
@@ -15,9 +16,16 @@ def render_report(report: ChaosReport) -> str:
     o = report.options
     head = (
         f"chaos run: seed {o.seed}, {o.jobs} jobs, {o.factories} factories x {o.slots} slots, "
-        f"a fault about every {o.every_s:g}s"
+        + (f"{o.control_processes} control processes, " if o.control_processes > 1 else "")
+        + f"a fault about every {o.every_s:g}s"
     )
-    kinds = Counter(f.kind.value for f in report.faults)
+    # A restart of one of several control processes counts under its own name.
+    kinds = Counter(
+        f"{f.kind.value} {f.target}"
+        if f.kind is FaultKind.RESTART_CONTROL and f.target
+        else f.kind.value
+        for f in report.faults
+    )
     faults = table(["fault", "done"], sorted(kinds.items()))
     figures = table(
         ["figure", "value"],

@@ -83,6 +83,7 @@ class ChaosOptions:
     max_faults: int = 1000
     drain_timeout_s: float = 300.0
     data_dir: Path | None = None
+    control_processes: int = 1
 
 
 @dataclass
@@ -290,6 +291,7 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
         count=options.max_faults,
         factories=factory_ids,
         freeze_s=options.freeze_s,
+        controls=options.control_processes,
     )
     rate = options.submit_rate or plan.total_jobs / (options.every_s * kinds)
     trace_file = data_dir / "sim-trace.jsonl"
@@ -313,6 +315,7 @@ async def _run(settings: Settings, options: ChaosOptions, data_dir: Path) -> Cha
         fallback_ports=True,
         ui=False,
         env={TRACE_ENV: str(trace_file)},
+        control_processes=options.control_processes,
     )
     products = list(plan.products)
     began = time.monotonic()

@@ -46,6 +46,12 @@ def chaos(
     report: Annotated[
         Path | None, typer.Option(help="Also write the report as JSON to this file.")
     ] = None,
+    control_processes: Annotated[
+        int,
+        typer.Option(
+            min=1, help="`serve control` processes; each restart-control kills one of them."
+        ),
+    ] = 1,
 ) -> None:
     """Run N sim jobs on a dev stack of processes while factories are SIGKILLed and frozen
     and the control process, the API and Temporal are killed and restarted; then check
@@ -69,6 +75,7 @@ def chaos(
         max_faults=max_faults,
         drain_timeout_s=drain_timeout,
         data_dir=data_dir,
+        control_processes=control_processes,
     )
     # SIGTERM stops the run as Ctrl-C does: the stack is stopped, nothing is left running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -16,12 +16,14 @@ pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.timeout(600)
-def test_a_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
+@pytest.mark.parametrize("controls", [1, 2], ids=["one-control-process", "two-control-processes"])
+def test_a_small_chaos_run_keeps_every_invariant(tmp_path: Path, controls: int) -> None:
     report_path = tmp_path / "report.json"
     result = subprocess.run(
         [
             sys.executable, "-m", "launch.cli.main", "chaos",
             "--jobs", "30", "--factories", "3", "--events-every", "3", "--seed", "12",
+            "--control-processes", str(controls),
             "--data-dir", str(tmp_path / "stack"), "--report", str(report_path),
         ],
         capture_output=True,
@@ -34,6 +36,9 @@ def test_a_small_chaos_run_keeps_every_invariant(tmp_path: Path) -> None:
     assert broken == [], result.stdout
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every invariant holds" in result.stdout
+    if controls > 1:  # each restart hit one of the control processes, by name
+        restarts = [f for f in report["faults"] if f["kind"] == "restart-control"]
+        assert restarts and {f["target"] for f in restarts} <= {"control-1", "control-2"}
 
     figures = report["figures"]
     # The run did what it claims: every kind of fault, none of them failing to be done...

@@ -51,11 +51,25 @@ def test_one_factory_frozen_turns_its_factory_faults_into_api_restarts() -> None
     assert later and all(f.target is None for f in later)
 
 
+def test_with_several_control_processes_each_restart_targets_one_of_them() -> None:
+    one = plan_faults(4, every_s=2, count=120, factories=FACTORIES, freeze_s=10)
+    three = plan_faults(4, every_s=2, count=120, factories=FACTORIES, freeze_s=10, controls=3)
+    restarts = [f.target for f in three if f.kind is FaultKind.RESTART_CONTROL]
+    assert set(restarts) == {"control-1", "control-2", "control-3"}
+    # The schedule is the one a single control process gets: only the targets differ.
+    assert [(f.at_s, f.kind, f.hold_s) for f in three] == [(f.at_s, f.kind, f.hold_s) for f in one]
+    assert [f.target for f in three if f.kind is not FaultKind.RESTART_CONTROL] == [
+        f.target for f in one if f.kind is not FaultKind.RESTART_CONTROL
+    ]
+
+
 def test_bad_fault_plans_are_refused() -> None:
     with pytest.raises(ValueError, match="factory"):
         plan_faults(0, every_s=1, count=1, factories=[], freeze_s=1)
     with pytest.raises(ValueError, match="every_s"):
         plan_faults(0, every_s=0, count=1, factories=FACTORIES, freeze_s=1)
+    with pytest.raises(ValueError, match="at least one control process"):
+        plan_faults(0, every_s=1, count=1, factories=FACTORIES, freeze_s=1, controls=0)
     with pytest.raises(ValueError, match="at least one job"):
         plan_jobs(0, 0)
 
