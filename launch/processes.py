@@ -10,6 +10,7 @@ the same data directory.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -24,6 +25,9 @@ __all__ = ["ManagedProcess", "claim_data_dir", "pid_dir", "release_data_dir", "s
 OWNER = "stack"
 
 logger = logging.getLogger(__name__)
+
+# The data directories this process has claimed: their open, locked `stack.lock`.
+_CLAIMS: dict[Path, int] = {}
 
 
 def pid_dir(data_dir: Path) -> Path:
@@ -86,14 +90,31 @@ def _recorded_live_pid(path: Path) -> int | None:
 def claim_data_dir(directory: Path) -> int | None:
     """Record this process as the stack of the data directory whose pid directory this is.
 
+    The claim is an exclusive `flock` on `stack.lock`, held open until `release_data_dir`
+    (or this process's end: the kernel drops it, so a crashed stack leaves no stale claim),
+    so two stacks started at the same instant cannot both have it; `stack.pid` then says
+    who holds it. A live pid in `stack.pid` (a stack that predates the lock) also counts.
+
     Returns:
-        None once claimed, else the pid of the live stack that already owns it.
+        None once claimed, else the pid of the live stack that already owns it (0 when the
+        lock is held but its owner's pid file cannot be read).
     """
+    key = directory.resolve()
     path = directory / f"{OWNER}.pid"
+    if key in _CLAIMS:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / f"{OWNER}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return _recorded_live_pid(path) or 0
     owner = _recorded_live_pid(path)
     if owner is not None and owner != os.getpid():
+        os.close(fd)  # releases the lock
         return owner
-    directory.mkdir(parents=True, exist_ok=True)
+    _CLAIMS[key] = fd
     path.write_text(f"{os.getpid()}\n{_cmdline(os.getpid())}\n")
     return None
 
@@ -104,6 +125,9 @@ def release_data_dir(directory: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if int(path.read_text().split()[0]) == os.getpid():
             path.unlink()
+    fd = _CLAIMS.pop(directory.resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def stop_orphans(directory: Path, timeout_s: float = 10.0) -> list[str]:
