@@ -261,7 +261,7 @@ class JobService:
                         spec,
                         submitted_by=submitted_by,
                         job_id=job_id,
-                        idempotency=(idempotency_key, digest),
+                        idempotent_as=(idempotency_key, digest),
                     )
                 except AlreadyExists:  # the same key, at the same time: see what it made
                     continue
@@ -272,7 +272,10 @@ class JobService:
                     f"request (job {earlier.id}); use a new key for a new job",
                     field=idempotency.HEADER,
                 )
-            if await self._workflow_exists(earlier.workflow_id):
+            # A job its workflow has moved on (or finished: its history may be gone with
+            # the namespace's retention) had its submit completed.
+            untouched = earlier.stage == Stage.QUEUED and earlier.lease_epoch == 0
+            if not untouched or await self._workflow_exists(earlier.workflow_id):
                 return Submitted(earlier, replayed=True)
             if self.clock() - earlier.created_at >= idempotency.ABANDONED_AFTER:
                 await self._finish_abandoned(earlier)
@@ -340,7 +343,7 @@ class JobService:
         submitted_by: str,
         job_id: str | None = None,
         parent_id: str | None = None,
-        idempotency: tuple[str, str] | None = None,
+        idempotent_as: tuple[str, str] | None = None,
     ) -> Job:
         """Create a job from a validated spec: its projection, its children's, its first
         event and its JobWorkflow; on any failure nothing of it is left.
@@ -354,7 +357,7 @@ class JobService:
         now = self.clock()
         job_id = job_id or new_job_id()
         product_id = spec.product_id
-        key, digest = idempotency or (None, None)
+        key, digest = idempotent_as or (None, None)
         workflow_id = job_workflow_id(product_id, job_id)
         job = await self.lifecycle.create(
             Job(

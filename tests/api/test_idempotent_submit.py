@@ -13,7 +13,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from gigafactory.contracts import job_workflow_id
-from gigafactory.models import Job
+from gigafactory.models import Job, Stage
 from gigafactory.services.idempotency import IN_PROGRESS_WAIT_S, job_id_for
 from gigafactory.services.lifecycle import Lifecycle
 from tests.api.conftest import Api
@@ -129,7 +129,14 @@ async def test_a_retry_after_a_rolled_back_submit_starts_the_job(api: Api) -> No
     assert await _workflows_of(api, job_id) == 2
 
 
-async def _orphan_of(api: Api, template_key: str, key: str, age_s: float, **fields: Any) -> Job:
+async def _orphan_of(
+    api: Api,
+    template_key: str,
+    key: str,
+    age_s: float,
+    stage: Stage = Stage.QUEUED,
+    **fields: Any,
+) -> Job:
     """The projection a submit with `key` writes before it starts the job's workflow, as if
     its API process had been killed right there, `age_s` ago (copied from a real submit
     with `template_key`, so it has the digest of the same request)."""
@@ -143,6 +150,7 @@ async def _orphan_of(api: Api, template_key: str, key: str, age_s: float, **fiel
             "id": job_id,
             "workflow_id": job_workflow_id(api.product, job_id),
             "idempotency_key": key,
+            "stage": stage,
             "created_at": at,
             "updated_at": at,
         }
@@ -197,3 +205,14 @@ async def test_a_repeat_while_the_first_submit_is_still_starting_is_told_to_retr
     assert time.monotonic() - began >= IN_PROGRESS_WAIT_S  # it waited for that submit first
     with pytest.raises(RPCError):  # and started nothing itself
         await api.client.get_workflow_handle(orphan.workflow_id).describe()
+
+
+async def test_a_repeat_long_after_the_job_finished_starts_nothing(api: Api) -> None:
+    # The job ran and finished; its workflow's history is gone with the namespace's
+    # retention. A repeat of its submit returns it as it is: it is not run again.
+    done = await _orphan_of(api, "template-3", "long-ago", age_s=3 * 86400, stage=Stage.SUCCEEDED)
+    r = await _submit(api, "long-ago")
+    assert r.status_code == 200, r.text
+    assert r.json()["stage"] == "succeeded"
+    with pytest.raises(RPCError):
+        await api.client.get_workflow_handle(done.workflow_id).describe()
